@@ -1,0 +1,1 @@
+"""DBC files shipped with firmware_bridge (package data; see dbc/README.md)."""

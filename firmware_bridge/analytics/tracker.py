@@ -1,0 +1,118 @@
+"""Trip boundaries: a trip starts on engine or bus activity and ends after silence, engine-off or ignition-off.
+
+Fed with every accepted vehicle sample in time order; hands out finished :class:`Trip` objects. Idle-stop at a
+light (rpm 0 for a minute) does not end a trip; a parked car (rpm 0 and standing for ``engine_off_s``) does.
+"""
+
+from __future__ import annotations
+
+from firmware_bridge.analytics.fuel import FUEL_SOURCES, FuelEstimator
+from firmware_bridge.analytics.settings import STANDING_BELOW_KMH, AnalyticsSettings
+from firmware_bridge.analytics.trip import Trip
+from firmware_bridge.records import Sample
+from firmware_bridge.vehicles import VehicleProfile
+
+
+class TripTracker:
+    def __init__(self, settings: AnalyticsSettings, profile: VehicleProfile) -> None:
+        self.settings = settings
+        self.fuel = FuelEstimator(profile)
+        self.trip: Trip | None = None
+        self.finished: list[Trip] = []
+        self.dropped_short = 0
+        self._parked = False  # the last trip ended by engine/ignition off: only activity starts the next
+        self._engine_off_since: float | None = None
+        self.latest_fuel_lph: dict[str, float] = {}  # newest estimate per fuel source, for live views
+
+    @staticmethod
+    def _engine_running(values: dict[str, float]) -> bool:
+        return values.get("engine_rpm", 1.0) > 0
+
+    def _is_activity(self, sample: Sample) -> bool:
+        q, v = sample.quantity, sample.value
+        if q == "engine_rpm" or q == "ignition":
+            return v > 0
+        if q == "speed_kmh":
+            return v >= STANDING_BELOW_KMH
+        return not self._parked
+
+    def feed(self, sample: Sample, values: dict[str, float]) -> Trip | None:
+        """Account one sample; returns a trip that this sample closed, if any."""
+        closed = None
+        t = sample.t
+        trip = self.trip
+        if trip is not None and t - trip.last_t > self.settings.trip_gap_s:
+            closed = self._close(trip.last_t)
+            trip = None
+        if trip is None:
+            if not self._is_activity(sample):
+                return closed
+            self._parked = False
+            self._engine_off_since = None
+            trip = self.trip = Trip(t, self.settings)
+        trip.last_t = t
+        if self._update_engine_off(sample, values) and t - self._engine_off_since >= self.settings.engine_off_s:
+            return self._close(self._engine_off_since, parked=True) or closed
+        if sample.quantity == "ignition" and sample.value <= 0:
+            return self._close(t, parked=True) or closed
+        self._account(trip, sample, values)
+        return closed
+
+    def _update_engine_off(self, sample: Sample, values: dict[str, float]) -> bool:
+        """Track since when the engine has been off with the car standing; True while it is."""
+        if sample.quantity in ("engine_rpm", "speed_kmh"):
+            off = values.get("engine_rpm", 1.0) <= 0 and values.get("speed_kmh", 0.0) < STANDING_BELOW_KMH
+            if not off:
+                self._engine_off_since = None
+            elif self._engine_off_since is None:
+                self._engine_off_since = sample.t
+        return self._engine_off_since is not None
+
+    def _account(self, trip: Trip, sample: Sample, values: dict[str, float]) -> None:
+        q, t = sample.quantity, sample.t
+        running = self._engine_running(values)
+        if q == "speed_kmh":
+            trip.add_speed(t, sample.value, running)
+            trip.end = t
+        elif q == "odometer_km":
+            trip.add_odometer(sample.value)
+        elif q == "battery_a" and "battery_v" in values:
+            trip.add_battery_power(t, -values["battery_v"] * sample.value / 1000.0)
+        if q == "engine_rpm" and sample.value > 0:
+            trip.end = t
+        speed = values.get("speed_kmh", 0.0)
+        for source, rate_lph in self.fuel.estimates(q, sample.value, values):
+            self.latest_fuel_lph[source] = rate_lph
+            trip.add_fuel(source, t, rate_lph, speed, running)
+
+    def _close(self, end: float, parked: bool = False) -> Trip | None:
+        trip, self.trip = self.trip, None
+        self._parked = parked
+        self._engine_off_since = None
+        if trip is None:
+            return None
+        trip.end = min(trip.end, end) if trip.end > trip.start else end
+        if trip.end - trip.start < self.settings.min_trip_s:
+            self.dropped_short += 1
+            return None
+        self.finished.append(trip)
+        return trip
+
+    def fuel_rate_lph(self) -> tuple[str, float] | None:
+        """The best current fuel-rate estimate and its source."""
+        for source in FUEL_SOURCES:
+            if source in self.latest_fuel_lph:
+                return source, self.latest_fuel_lph[source]
+        return None
+
+    def close(self) -> Trip | None:
+        """End of input (or of the drive): close the open trip at its last sample."""
+        if self.trip is None:
+            return None
+        return self._close(self.trip.last_t)
+
+    def tick(self, now: float) -> Trip | None:
+        """Live mode: end the trip when the bus has been silent for ``trip_gap_s``."""
+        if self.trip is not None and now - self.trip.last_t > self.settings.trip_gap_s:
+            return self._close(self.trip.last_t)
+        return None

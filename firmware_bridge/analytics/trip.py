@@ -1,0 +1,239 @@
+"""One trip's running totals, and the trip summary of the stats JSON contract (DESIGN §3).
+
+Everything is a running sum updated per sample (O(1)), and two trips can be merged into the total.
+Distance integrates speed by the trapezoid rule; fuel integrates each fuel-rate estimate the same way and is
+attributed to the speed band and domain the car is in; intervals longer than ``max_gap_s`` are counted as gaps,
+not integrated.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from firmware_bridge import constants as k
+from firmware_bridge.analytics.dynamics import Dynamics
+from firmware_bridge.analytics.fuel import FUEL_SOURCES
+from firmware_bridge.analytics.settings import (
+    SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_of, domain_of)
+
+
+class Integral:
+    """Trapezoid ∫ value dt over samples of one series; returns each interval so callers can attribute it."""
+
+    def __init__(self, max_gap_s: float) -> None:
+        self.max_gap_s = max_gap_s
+        self.last: tuple[float, float] | None = None
+        self.gaps = 0
+
+    def add(self, t: float, value: float) -> tuple[float, float] | None:
+        """(dt, area) of the interval ending at t, or None for the first sample or a gap."""
+        last, self.last = self.last, (t, value)
+        if last is None:
+            return None
+        dt = t - last[0]
+        if dt > self.max_gap_s:
+            self.gaps += 1
+            return None
+        if dt <= 0:
+            return None
+        return dt, (last[1] + value) / 2 * dt
+
+
+class FuelTally:
+    """Fuel burnt according to one source, in total, at idle and per speed band/domain (litres)."""
+
+    def __init__(self, max_gap_s: float) -> None:
+        self.integral = Integral(max_gap_s)
+        self.total_l = 0.0
+        self.idle_l = 0.0
+        self.band_l: defaultdict[str, float] = defaultdict(float)
+        self.domain_l: defaultdict[str, float] = defaultdict(float)
+
+    def add(self, t: float, rate_lph: float, band: str, domain: str, idle: bool) -> None:
+        step = self.integral.add(t, rate_lph)
+        if step is None:
+            return
+        litres = step[1] / k.S_PER_H
+        self.total_l += litres
+        self.band_l[band] += litres
+        self.domain_l[domain] += litres
+        if idle:
+            self.idle_l += litres
+
+    def absorb(self, other: "FuelTally") -> None:
+        self.total_l += other.total_l
+        self.idle_l += other.idle_l
+        for key, value in other.band_l.items():
+            self.band_l[key] += value
+        for key, value in other.domain_l.items():
+            self.domain_l[key] += value
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
+
+
+class Trip:
+    """Running totals of one trip (or of several merged: the ``total``)."""
+
+    def __init__(self, start: float, settings: AnalyticsSettings) -> None:
+        self.settings = settings
+        self.start = self.end = self.last_t = start
+        self.distance_km = 0.0
+        self.moving_time_s = self.idle_time_s = 0.0
+        self.max_speed_kmh: float | None = None
+        self.stops = 0
+        self._standing = True
+        self.speed = Integral(settings.max_gap_s)
+        self.band_time_s: defaultdict[str, float] = defaultdict(float)
+        self.band_km: defaultdict[str, float] = defaultdict(float)
+        self.domain_time_s: defaultdict[str, float] = defaultdict(float)
+        self.domain_km: defaultdict[str, float] = defaultdict(float)
+        self.fuel: dict[str, FuelTally] = {}
+        self.dynamics = Dynamics(settings)
+        self.energy = Integral(settings.max_gap_s)
+        self.energy_kwh: float | None = None
+        self.odometer_first_km: float | None = None
+        self.odometer_last_km: float | None = None
+        self._merged_duration_s: float | None = None  # the total: trips' durations, not the span between
+
+    # -- feeding ---------------------------------------------------------------------------------------
+    def add_speed(self, t: float, speed_kmh: float, engine_running: bool) -> None:
+        self.max_speed_kmh = speed_kmh if self.max_speed_kmh is None else max(self.max_speed_kmh, speed_kmh)
+        standing = speed_kmh < STANDING_BELOW_KMH
+        if standing and not self._standing:
+            self.stops += 1
+        self._standing = standing
+        self.dynamics.add_speed(t, speed_kmh)
+        step = self.speed.add(t, speed_kmh)
+        if step is None:
+            return
+        dt, area = step
+        km = area / k.S_PER_H
+        mean_kmh = area / dt
+        self.distance_km += km
+        band, domain = band_of(mean_kmh), domain_of(mean_kmh, self.settings)
+        self.band_time_s[band] += dt
+        self.band_km[band] += km
+        self.domain_time_s[domain] += dt
+        self.domain_km[domain] += km
+        if mean_kmh >= STANDING_BELOW_KMH:
+            self.moving_time_s += dt
+        elif engine_running:
+            self.idle_time_s += dt
+
+    def add_fuel(self, source: str, t: float, rate_lph: float, speed_kmh: float, engine_running: bool) -> None:
+        tally = self.fuel.get(source)
+        if tally is None:
+            tally = self.fuel[source] = FuelTally(self.settings.max_gap_s)
+        idle = engine_running and speed_kmh < STANDING_BELOW_KMH
+        tally.add(t, rate_lph, band_of(speed_kmh), domain_of(speed_kmh, self.settings), idle)
+
+    def add_battery_power(self, t: float, power_kw: float) -> None:
+        step = self.energy.add(t, power_kw)
+        if step is not None:
+            self.energy_kwh = (self.energy_kwh or 0.0) + step[1] / k.S_PER_H
+
+    def add_odometer(self, odometer_km: float) -> None:
+        if self.odometer_first_km is None:
+            self.odometer_first_km = odometer_km
+        self.odometer_last_km = odometer_km
+
+    # -- merging and reporting -------------------------------------------------------------------------
+    @property
+    def gaps(self) -> int:
+        return self.speed.gaps
+
+    @property
+    def odometer_distance_km(self) -> float | None:
+        if self.odometer_first_km is None:
+            return None
+        return self.odometer_last_km - self.odometer_first_km
+
+    @property
+    def fuel_source(self) -> str | None:
+        for source in FUEL_SOURCES:
+            if source in self.fuel:
+                return source
+        return "battery" if self.energy_kwh is not None else None
+
+    def absorb(self, other: "Trip") -> None:
+        """Add another trip's totals into this one (for the stats ``total``)."""
+        self.start, self.end = min(self.start, other.start), max(self.end, other.end)
+        self.distance_km += other.distance_km
+        self.moving_time_s += other.moving_time_s
+        self.idle_time_s += other.idle_time_s
+        if other.max_speed_kmh is not None:
+            self.max_speed_kmh = max(self.max_speed_kmh or 0.0, other.max_speed_kmh)
+        self.stops += other.stops
+        self.speed.gaps += other.speed.gaps
+        for mine, theirs in ((self.band_time_s, other.band_time_s), (self.band_km, other.band_km),
+                             (self.domain_time_s, other.domain_time_s), (self.domain_km, other.domain_km)):
+            for key, value in theirs.items():
+                mine[key] += value
+        for source, tally in other.fuel.items():
+            self.fuel.setdefault(source, FuelTally(self.settings.max_gap_s)).absorb(tally)
+        self.dynamics.absorb(other.dynamics)
+        if other.energy_kwh is not None:
+            self.energy_kwh = (self.energy_kwh or 0.0) + other.energy_kwh
+        self._merged_duration_s = self.duration_s + other.duration_s
+
+    @property
+    def duration_s(self) -> float:
+        return self.end - self.start if self._merged_duration_s is None else self._merged_duration_s
+
+    def summary(self) -> dict:
+        """The TRIP object of the stats JSON (DESIGN §3): floats, null where the data cannot give them."""
+        source = self.fuel_source
+        tally = self.fuel.get(source) if source in FUEL_SOURCES else None
+        fuel_l = tally.total_l if tally else None
+        distance_km = self.distance_km
+        if not self.speed.last and self.odometer_distance_km is not None:
+            distance_km = self.odometer_distance_km  # no speed signal: the odometer is all we have
+        km_per_l = _ratio(distance_km, fuel_l)
+        price = self.settings.fuel_price_per_l
+        domains = {}
+        for domain in SPEED_DOMAINS:
+            domain_fuel = tally.domain_l.get(domain, 0.0) if tally else None
+            domains[domain] = {"time_s": self.domain_time_s.get(domain, 0.0),
+                               "distance_km": self.domain_km.get(domain, 0.0),
+                               "fuel_l": domain_fuel,
+                               "economy_km_per_l": _ratio(self.domain_km.get(domain, 0.0), domain_fuel)}
+        return {
+            "start": _iso(self.start),
+            "end": _iso(self.end),
+            "duration_s": float(self.duration_s),
+            "moving_time_s": self.moving_time_s,
+            "idle_time_s": self.idle_time_s,
+            "distance_km": distance_km,
+            "fuel_used_l": fuel_l,
+            "fuel_source": source,
+            "economy_km_per_l": km_per_l,
+            "economy_l_per_100km": _ratio(100.0 * fuel_l, distance_km) if fuel_l is not None else None,
+            "economy_mpg_us": km_per_l * k.KM_PER_L_TO_MPG_US if km_per_l is not None else None,
+            "idle_fuel_l": tally.idle_l if tally else None,
+            "co2_kg": fuel_l * k.CO2_KG_PER_L_GASOLINE if fuel_l is not None else None,
+            "fuel_cost": fuel_l * price if fuel_l is not None and price is not None else None,
+            "mean_speed_kmh": _ratio(distance_km, self.duration_s / k.S_PER_H),
+            "max_speed_kmh": self.max_speed_kmh,
+            "stops": float(self.stops),
+            "gaps": float(self.gaps),
+            "speed_bands": {label: {"time_s": self.band_time_s.get(label, 0.0),
+                                    "distance_km": self.band_km.get(label, 0.0),
+                                    "fuel_l": tally.band_l.get(label, 0.0) if tally else None}
+                            for _, label in SPEED_BANDS},
+            "speed_domains": domains,
+            "rpa_m_s2": self.dynamics.rpa_m_s2,
+            "va_pos_95_m2_s3": self.dynamics.va_pos_95_m2_s3,
+            "harsh_accel_events": float(self.dynamics.harsh_accel_events),
+            "harsh_brake_events": float(self.dynamics.harsh_brake_events),
+            "energy_kwh": self.energy_kwh,
+            "economy_wh_per_km": _ratio(1000.0 * self.energy_kwh, distance_km) if self.energy_kwh is not None else None,
+        }

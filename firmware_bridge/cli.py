@@ -1,0 +1,323 @@
+"""The ``firmware-bridge`` command: run, demo, replay, stats, decode, simulate (DESIGN §2).
+
+Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+
+from firmware_bridge import __version__
+from firmware_bridge.config import analytics_settings, load_config
+from firmware_bridge.errors import InputError
+
+log = logging.getLogger("firmware_bridge")
+
+
+# -- argument parsing ---------------------------------------------------------------------------------------
+def _add_decode_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dbc", action="append", default=[], metavar="FILE",
+                   help="extra DBC file (repeatable); bundled OBD-II and simulator DBCs are always loaded")
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    _add_decode_options(p)
+    p.add_argument("--vehicle", metavar="PROFILE", help="vehicle profile name or .toml path (default generic-kei)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-i", "--interface", help="python-can interface (socketcan, slcan, virtual, ...)")
+    p.add_argument("-c", "--channel", help="python-can channel (can0, /dev/ttyACM0, ...)")
+    p.add_argument("-b", "--bitrate", type=int, help="bus bitrate in bit/s")
+    p.add_argument("--obd", action="store_true", default=None, help="enable OBD-II polling (off: passive)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--vehicle-id", metavar="ID", help="the vehicle tag on every point (default: kei)")
+    p.add_argument("--out", metavar="FILE.lp", help="append points to an InfluxDB line-protocol file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="firmware-bridge", description=(
+        "Telemetry and efficiency monitor for kei cars: CAN and OBD-II frames to trips, fuel economy and "
+        "speed profiles."))
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="the in-vehicle agent on a live bus")
+    _add_pipeline_options(p), _add_live_options(p), _add_output_options(p)
+
+    p = sub.add_parser("demo", help="a simulated kei car drives a standard cycle through the whole pipeline")
+    _add_pipeline_options(p), _add_output_options(p)
+    p.add_argument("--cycle", default="wltc-jp", help="drive cycle (wltc, wltc-jp; default wltc-jp)")
+    p.add_argument("--speedup", type=float, default=60.0, help="times faster than real time (default 60)")
+    p.add_argument("--pids", default="map", choices=("map", "maf", "fuel_rate"),
+                   help="what the simulated ECU offers: MAP only (kei default), +MAF, +MAF and fuel rate 0x5E")
+
+    p = sub.add_parser("replay", help="a recorded log through the pipeline to the sinks")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    _add_pipeline_options(p), _add_output_options(p)
+
+    p = sub.add_parser("stats", help="trip statistics of recorded logs (no server needed)")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    _add_pipeline_options(p)
+    p.add_argument("--format", choices=("json", "table"), default="table")
+
+    p = sub.add_parser("decode", help="decoded frames as JSON Lines")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    _add_decode_options(p)
+
+    p = sub.add_parser("simulate", help="write a candump log of the simulated kei car")
+    p.add_argument("--cycle", default="wltc", help="drive cycle (wltc, wltc-jp)")
+    p.add_argument("--out", required=True, metavar="FILE.log", help="output log (format by extension)")
+    p.add_argument("--pids", default="map", choices=("map", "maf", "fuel_rate"),
+                   help="PIDs the simulated ECU supports (default: MAP only, the kei case)")
+    p.add_argument("--no-broadcast", action="store_true", help="OBD-II traffic only, no simulator frames")
+    p.add_argument("--no-obd", action="store_true", help="broadcast frames only, no OBD-II traffic")
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------------------------------------
+def _pipeline(args, config):
+    from firmware_bridge.pipeline import Pipeline, PipelineOptions
+
+    return Pipeline(PipelineOptions(
+        dbc_files=[*config["vehicle"]["dbc"], *args.dbc],
+        vehicle=args.vehicle or config["vehicle"]["profile"],
+        signal_map=config["vehicle"]["signal_map"],
+        settings=analytics_settings(config)))
+
+
+class _Outputs:
+    """The sinks a command writes to: a line-protocol file for now (InfluxDB later), trip points on trip end."""
+
+    def __init__(self, pipeline, args, config) -> None:
+        from firmware_bridge.analytics.points import VehiclePoints, trip_points
+        from firmware_bridge.sinks.line_protocol import LineProtocolFile
+
+        self.vehicle_id = args.vehicle_id or config["vehicle"]["id"]
+        path = args.out or config["output"]["line_protocol"]
+        self.file = LineProtocolFile(path) if path else None
+        self.vehicle_points = None
+        if self.file is not None:
+            self.vehicle_points = VehiclePoints(pipeline.tracker, self.file.write, self.vehicle_id,
+                                                config["output"]["interval_s"])
+            pipeline.sample_listeners.append(self.vehicle_points)
+            pipeline.trip_listeners.append(
+                lambda trip: [self.file.write(p) for p in trip_points(trip, self.vehicle_id, _trip_id(trip))])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.vehicle_points.flush()
+            self.file.close()
+            print(f"{self.file.points_written} points written to {self.file.path}", file=sys.stderr)
+
+
+def _trip_id(trip) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(trip.start, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _replay(pipeline, logs) -> int:
+    from firmware_bridge.sources.logs import LogProblems, read_logs, report_problems
+
+    problems = LogProblems()
+    pipeline.feed_all(read_logs(logs, problems))
+    pipeline.finish()
+    report_problems(problems)
+    return problems.count
+
+
+# -- commands -----------------------------------------------------------------------------------------------
+def cmd_stats(args) -> int:
+    from firmware_bridge.sinks.console import trips_table
+    from firmware_bridge.sources.logs import check_logs
+
+    config = load_config(args.config)
+    check_logs(args.logs)
+    pipeline = _pipeline(args, config)
+    bad_lines = _replay(pipeline, args.logs)
+    stats = pipeline.stats(malformed_lines=bad_lines)
+    print(json.dumps(stats, indent=2) if args.format == "json" else trips_table(stats))
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from firmware_bridge.sinks.console import trips_table
+    from firmware_bridge.sources.logs import check_logs
+
+    config = load_config(args.config)
+    check_logs(args.logs)
+    pipeline = _pipeline(args, config)
+    outputs = _Outputs(pipeline, args, config)
+    bad_lines = _replay(pipeline, args.logs)
+    outputs.close()
+    print(trips_table(pipeline.stats(malformed_lines=bad_lines)))
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from firmware_bridge.decode.dbc import load_database
+    from firmware_bridge.decode.decoder import FrameDecoder
+    from firmware_bridge.sources.logs import LogProblems, check_logs, read_logs, report_problems
+
+    check_logs(args.logs)
+    decoder = FrameDecoder(load_database(args.dbc))
+    problems = LogProblems()
+    out = sys.stdout
+    for msg in read_logs(args.logs, problems):
+        frame = decoder.decode(msg)
+        if frame is not None:
+            out.write(json.dumps({"t": frame.t, "id": frame.frame_id, "message": frame.message,
+                                  "signals": frame.signals}) + "\n")
+    report_problems(problems)
+    c = decoder.counts
+    print(f"{c.total + problems.count} frames: {c.decoded} decoded, {c.unknown} unknown, "
+          f"{c.malformed + problems.count} malformed", file=sys.stderr)
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from firmware_bridge.sim import CYCLE_NAMES, write_log
+    from firmware_bridge.sources.logs import log_format
+
+    if args.cycle not in CYCLE_NAMES:
+        raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
+    log_format(__import__("pathlib").Path(args.out))
+    truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
+                      obd=not args.no_obd)
+    print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
+          f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)", file=sys.stderr)
+    return 0
+
+
+def _live(args, config, bus, clock, pipeline, until=None) -> None:
+    """Shared by run and demo: poller (if enabled), live view, sinks, clean stop on SIGINT/SIGTERM."""
+    from firmware_bridge.obd.poller import ObdPoller, PollSettings
+    from firmware_bridge.sinks.console import LiveView
+    from firmware_bridge.sources.live import run_live
+
+    outputs = _Outputs(pipeline, args, config)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    listeners = []
+    poller = None
+    if args.obd if args.obd is not None else config["obd"]["enabled"]:
+        obd = config["obd"]
+        settings = PollSettings(max_requests_per_s=obd["max_requests_per_s"], fast_interval_s=obd["fast_interval_s"],
+                                slow_interval_s=obd["slow_interval_s"], response_timeout_s=obd["response_timeout_s"],
+                                request_id=obd["request_id"])
+        values = pipeline.state.values
+        poller = ObdPoller(bus, settings, clock, engine_rpm=lambda: values.get("engine_rpm"),
+                           speed_kmh=lambda: values.get("speed_kmh"))
+        listeners.append(poller)
+    view = LiveView(pipeline) if config["output"]["console"] else None
+
+    def on_tick():
+        if view is not None:
+            view.update()
+        if until is not None and until():
+            stop.set()
+
+    if poller is not None:
+        poller.start()
+    try:
+        run_live(bus, pipeline, clock, stop, listeners, on_tick)
+    finally:
+        if poller is not None:
+            poller.stop()
+        if view is not None:
+            view.close()
+        outputs.close()
+
+
+def cmd_run(args) -> int:
+    from firmware_bridge.clock import RealClock
+    from firmware_bridge.sinks.console import trips_table
+    from firmware_bridge.sources.bus import bus_filters, open_bus
+
+    config = load_config(args.config)
+    pipeline = _pipeline(args, config)
+    bus_cfg = config["bus"]
+    interface = args.interface or bus_cfg["interface"]
+    channel = args.channel or bus_cfg["channel"]
+    bus = open_bus(interface, channel, args.bitrate or bus_cfg["bitrate"], bus_filters(pipeline.decoder.db))
+    print(f"reading {interface}:{channel}; OBD-II polling "
+          f"{'on' if (args.obd or config['obd']['enabled']) else 'off (passive)'}", file=sys.stderr)
+    try:
+        _live(args, config, bus, RealClock(), pipeline)
+    finally:
+        bus.shutdown()
+    print(trips_table(pipeline.stats()))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import can
+
+    from firmware_bridge.clock import ScaledClock
+    from firmware_bridge.sim import CYCLE_NAMES, CarConfig, SimulatedCar, load_cycle
+    from firmware_bridge.sinks.console import trips_table
+
+    if args.cycle not in CYCLE_NAMES:
+        raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
+    config = load_config(args.config)
+    config["obd"]["enabled"] = True
+    args.obd = True
+    pipeline = _pipeline(args, config)
+    clock = ScaledClock(args.speedup)
+    channel = f"firmware-bridge-demo-{os.getpid()}"
+    car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    cycle = load_cycle(args.cycle)
+    car = SimulatedCar(car_bus, CarConfig(), cycle, pid_set=args.pids, clock=clock, broadcast=False)
+    print(f"demo: simulated 658 cc kei car drives {args.cycle} ({cycle.duration_s:.0f} s) at {args.speedup:g}x "
+          f"on a virtual CAN bus; the agent polls OBD-II ({args.pids} PIDs)", file=sys.stderr)
+    car.start()
+    try:
+        _live(args, config, agent_bus, clock, pipeline, until=lambda: car.finished)
+    finally:
+        car.stop()
+        agent_bus.shutdown()
+        car_bus.shutdown()
+    print()
+    print(trips_table(pipeline.stats()))
+    truth = car.truth
+    print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.fuel_l:.3f} L "
+          f"({truth.distance_km / truth.fuel_l:.1f} km/L)")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "decode": cmd_decode,
+            "simulate": cmd_simulate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"firmware-bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # anything else: one line, exit 1 (run with -v for the traceback)
+        if args.verbose:
+            raise
+        print(f"firmware-bridge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,82 @@
+"""The agent's configuration: one TOML file, every key optional with a default (DESIGN §5).
+
+Command-line options override the file. An unknown key or a value of the wrong type is an error that names
+the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from firmware_bridge.analytics.settings import AnalyticsSettings
+from firmware_bridge.errors import InputError
+
+_NUMBER = (int, float)
+
+#: section -> key -> (accepted types, default). The README's configuration reference mirrors this table.
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
+    "bus": {
+        "interface": ((str,), "socketcan"),
+        "channel": ((str, int), "can0"),
+        "bitrate": ((int,), None),
+    },
+    "obd": {
+        "enabled": ((bool,), False),
+        "max_requests_per_s": (_NUMBER, 10.0),
+        "fast_interval_s": (_NUMBER, 0.5),
+        "slow_interval_s": (_NUMBER, 5.0),
+        "response_timeout_s": (_NUMBER, 0.1),
+        "request_id": ((int,), 0x7DF),
+    },
+    "vehicle": {
+        "profile": ((str,), None),
+        "id": ((str,), "kei"),
+        "dbc": ((list,), []),
+        "signal_map": ((str,), None),
+    },
+    "analytics": {f.name: (_NUMBER, f.default) for f in fields(AnalyticsSettings)},
+    "output": {
+        "line_protocol": ((str,), None),
+        "console": ((bool,), True),
+        "interval_s": (_NUMBER, 1.0),
+    },
+}
+
+
+def defaults() -> dict[str, dict[str, Any]]:
+    return {section: {key: spec[1] for key, spec in keys.items()} for section, keys in SCHEMA.items()}
+
+
+def load_config(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Defaults, overlaid with the file's values after checking every key and type."""
+    config = defaults()
+    if path is None:
+        return config
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    for section, values in data.items():
+        if section not in SCHEMA:
+            raise InputError(f"{path}: unknown section [{section}]; known: {', '.join(SCHEMA)}")
+        if not isinstance(values, dict):
+            raise InputError(f"{path}: {section} must be a table")
+        for key, value in values.items():
+            if key not in SCHEMA[section]:
+                raise InputError(f"{path}: unknown key {section}.{key}; known: {', '.join(SCHEMA[section])}")
+            types = SCHEMA[section][key][0]
+            if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                names = " or ".join(t.__name__ for t in types)
+                raise InputError(f"{path}: {section}.{key}: expected {names}, got {value!r}")
+            config[section][key] = value
+    return config
+
+
+def analytics_settings(config: dict[str, dict[str, Any]]) -> AnalyticsSettings:
+    return AnalyticsSettings(**{k: (float(v) if v is not None else None) for k, v in config["analytics"].items()})

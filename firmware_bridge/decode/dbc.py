@@ -1,0 +1,34 @@
+"""Loading DBC files into one cantools database: the bundled ones first, the user's after (theirs win)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import cantools
+
+from firmware_bridge.errors import InputError
+
+#: DBC files loaded by default: OBD-II responses and requests, and the simulator's broadcast frames.
+BUNDLED_DBCS = ("obd2.dbc", "kei_sim.dbc")
+
+
+def bundled_dbc_path(name: str) -> Path:
+    """Path of a DBC file shipped with the package (the repository's ``dbc/`` folder)."""
+    return Path(str(resources.files("firmware_bridge.dbc") / name))
+
+
+def load_database(user_dbcs: list[str | Path] = (), bundled: bool = True) -> cantools.database.Database:
+    """One database holding every message; a later file's frame ID overrides an earlier one's."""
+    db = cantools.database.Database()
+    paths = [bundled_dbc_path(name) for name in BUNDLED_DBCS] if bundled else []
+    paths += [Path(p) for p in user_dbcs]
+    for path in paths:
+        if not path.is_file():
+            raise InputError(f"{path}: DBC file not found")
+        try:
+            db.add_dbc_file(str(path))
+        except Exception as exc:  # cantools raises several parser error types
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{path}: not a valid DBC file: {detail}") from None
+    return db

@@ -1,0 +1,51 @@
+"""InfluxDB line protocol: the format every InfluxDB version ingests, and our file sink.
+
+Escaping follows the line-protocol reference: measurement escapes commas and spaces; tag keys, tag values
+and field keys escape commas, equals signs and spaces; string field values escape double quotes and
+backslashes. Floats are always written as floats so a field never changes type.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from firmware_bridge.records import Point
+
+
+def _escape_key(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
+
+
+def _field_value(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def to_line(point: Point) -> str:
+    """One point as a line, timestamp in milliseconds (the schema's precision)."""
+    measurement = point.measurement.replace(",", "\\,").replace(" ", "\\ ")
+    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(point.tags.items()) if v != "")
+    fields = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in point.fields.items())
+    return f"{measurement}{tags} {fields} {round(point.t * 1000)}"
+
+
+class LineProtocolFile:
+    """Appends points to a text file, one line each (import with ``influx write`` or the HTTP API)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self.points_written = 0
+
+    def write(self, point: Point) -> None:
+        if point.fields:
+            self._file.write(to_line(point) + "\n")
+            self.points_written += 1
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,42 @@
+"""The live loop: python-can's Notifier delivers frames to the pipeline (and to the OBD poller)."""
+
+from __future__ import annotations
+
+import threading
+
+import can
+
+from firmware_bridge.pipeline import Pipeline
+
+
+class PipelineFeeder(can.Listener):
+    """Hands received frames to the pipeline; the lock keeps the periodic tick out of a frame's way."""
+
+    def __init__(self, pipeline: Pipeline, lock: threading.Lock) -> None:
+        self.pipeline, self.lock = pipeline, lock
+
+    def on_message_received(self, msg: can.Message) -> None:
+        with self.lock:
+            self.pipeline.feed(msg)
+
+    def on_error(self, exc: Exception) -> None:  # keep listening: a bus hiccup must not end the drive
+        pass
+
+
+def run_live(bus: can.BusABC, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
+             on_tick=None, tick_s: float = 1.0) -> None:
+    """Until ``stop`` is set: frames to the pipeline, and every ``tick_s`` (car time) a silence check."""
+    lock = threading.Lock()
+    notifier = can.Notifier(bus, [PipelineFeeder(pipeline, lock), *listeners], timeout=0.05)
+    try:
+        while not stop.wait(tick_s / clock.speedup):
+            with lock:
+                pipeline.tick(clock.now())
+                if on_tick is not None:
+                    on_tick()
+    finally:
+        notifier.stop()
+        with lock:
+            pipeline.finish()
+            if on_tick is not None:
+                on_tick()

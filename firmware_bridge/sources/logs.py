@@ -1,0 +1,116 @@
+"""Recorded CAN logs through python-can's readers, format by extension (.log, .asc, .blf, .trc, .csv, + .gz).
+
+A corrupt line never ends a replay: candump lines are checked before python-can parses them, and bad ones are
+counted and reported with their file and line number. Other formats stop at the first unreadable record (the
+frames before it are kept) and the problem is reported the same way.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import can
+
+from firmware_bridge.errors import InputError
+
+LOG_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".csv")
+
+# candump -L: "(1712345678.123456) can0 7E8#04410C1F40555555" [optional " R"/" T"], or remote "123#R".
+_CANDUMP_LINE = re.compile(
+    r"\(\d+(?:\.\d+)?\)\s+\S+\s+[0-9A-Fa-f]{1,8}#(?:#[0-9A-Fa-f])?(?:(?:[0-9A-Fa-f]{2})*|[Rr]\d*)(?:\s+[RrTt])?")
+
+
+@dataclass
+class LogProblems:
+    """Unreadable lines and records, counted (they become ``frames.malformed``) and kept for the report."""
+
+    count: int = 0
+    examples: list[str] = field(default_factory=list)
+    max_examples: int = 5
+
+    def add(self, where: str, what: str) -> None:
+        self.count += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(f"{where}: {what}")
+
+
+def log_format(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix not in LOG_SUFFIXES:
+        raise InputError(f"{path}: unknown log format {suffix or '(no extension)'!r}; "
+                         f"expected one of {', '.join(LOG_SUFFIXES)} (optionally .gz)")
+    return suffix
+
+
+def check_logs(paths: Iterable[str | Path]) -> list[Path]:
+    """Fail early, before any output, on a missing file or an unknown format."""
+    checked = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise InputError(f"{path}: no such log file")
+        log_format(path)
+        checked.append(path)
+    return checked
+
+
+class _CheckedLines:
+    """A text file's lines for python-can's candump reader, with corrupt lines counted and left out."""
+
+    def __init__(self, path: Path, problems: LogProblems) -> None:
+        self.path, self.problems = path, problems
+
+    def __iter__(self) -> Iterator[str]:
+        opener = gzip.open if self.path.suffix.lower() == ".gz" else open
+        with opener(self.path, "rt", encoding="ascii", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                text = line.strip()
+                if not text:
+                    continue
+                if _CANDUMP_LINE.fullmatch(text):
+                    yield text
+                else:
+                    self.problems.add(f"{self.path}:{number}", f"not a candump line: {text[:60]!r}")
+
+    def close(self) -> None:
+        """python-can closes its file when done; the lines' file closes with the iteration."""
+
+
+def _reader(path: Path, problems: LogProblems) -> Iterable[can.Message]:
+    fmt = log_format(path)
+    if fmt == ".log":
+        return can.CanutilsLogReader(_CheckedLines(path, problems))
+    kwargs = {"relative_timestamp": False} if fmt == ".asc" else {}
+    return can.LogReader(path, **kwargs)
+
+
+def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[can.Message]:
+    """Every frame of every log, in file order; unreadable parts are counted in ``problems``."""
+    for path in check_logs(paths):
+        count = 0
+        try:
+            reader = _reader(path, problems)
+            for msg in reader:
+                count += 1
+                yield msg
+        except (ValueError, IndexError, KeyError, OSError, EOFError, can.CanError) as exc:
+            problems.add(f"{path}", f"unreadable after {count} frames: {exc}")
+        except Exception as exc:  # python-can's readers raise assorted types on corrupt binary files
+            problems.add(f"{path}", f"unreadable after {count} frames: {type(exc).__name__}: {exc}")
+
+
+def report_problems(problems: LogProblems, stream=sys.stderr) -> None:
+    if not problems.count:
+        return
+    for example in problems.examples:
+        print(f"warning: {example}", file=stream)
+    if problems.count > len(problems.examples):
+        print(f"warning: {problems.count - len(problems.examples)} more unreadable lines", file=stream)

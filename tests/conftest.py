@@ -1,0 +1,52 @@
+"""Shared helpers: OBD-II frames built by hand from SAE J1979, and small drives written as real log files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import can
+import pytest
+
+T0 = 1775034000.0  # 2026-04-01T09:00:00Z
+
+
+def obd_request(pid: int, t: float) -> can.Message:
+    return can.Message(timestamp=t, arbitration_id=0x7DF, is_extended_id=False,
+                       data=[0x02, 0x01, pid, 0x55, 0x55, 0x55, 0x55, 0x55])
+
+
+def obd_response(pid: int, payload: list[int], t: float, ecu_id: int = 0x7E8) -> can.Message:
+    data = [2 + len(payload), 0x41, pid, *payload]
+    return can.Message(timestamp=t, arbitration_id=ecu_id, is_extended_id=False, data=data + [0x55] * (8 - len(data)))
+
+
+def obd_drive(speeds_kmh, t0: float = T0, step_s: float = 1.0, rpm_idle: float = 800.0, map_kpa: int = 40):
+    """Request/response pairs for speed, rpm, MAP and IAT at each step: what any OBD logger records."""
+    frames = []
+    for i, v in enumerate(speeds_kmh):
+        t = t0 + i * step_s
+        rpm = rpm_idle + 30 * v
+        for k, (pid, payload) in enumerate(((0x0D, [round(v)]), (0x0C, list(round(rpm * 4).to_bytes(2, "big"))),
+                                            (0x0B, [map_kpa]), (0x0F, [60]))):
+            frames.append(obd_request(pid, t + k * 0.01))
+            frames.append(obd_response(pid, payload, t + k * 0.01 + 0.002))
+    return frames
+
+
+def write_log(path, frames) -> None:
+    with can.Logger(str(path)) as logger:
+        for msg in frames:
+            logger.on_message_received(msg)
+
+
+def run_cli(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "firmware_bridge", *map(str, args)], capture_output=True,
+                          text=True, input=input_text, timeout=300)
+
+
+@pytest.fixture
+def trapezoid_drive():
+    """0 → 60 km/h over 120 s, 60 s cruise, back to 0 over 120 s, 30 s idle: 3.0 km."""
+    speeds = [min(i * 0.5, 60.0) for i in range(121)] + [60.0] * 60 + [60.0 - i * 0.5 for i in range(1, 121)]
+    return speeds + [0.0] * 30
