@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from firmware_bridge import __version__
 from firmware_bridge.config import analytics_settings, load_config
@@ -192,9 +193,11 @@ def cmd_simulate(args) -> int:
 
     if args.cycle not in CYCLE_NAMES:
         raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
-    log_format(__import__("pathlib").Path(args.out))
+    log_format(Path(args.out))
+    if args.no_broadcast and args.no_obd:
+        raise InputError("--no-broadcast and --no-obd together leave nothing to record")
     truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
-                      obd=not args.no_obd)
+                      obd_poll_hz=0.0 if args.no_obd else 10.0)
     print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
           f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)", file=sys.stderr)
     return 0
@@ -285,7 +288,7 @@ def cmd_demo(args) -> int:
           f"on a virtual CAN bus; the agent polls OBD-II ({args.pids} PIDs)", file=sys.stderr)
     car.start()
     try:
-        _live(args, config, agent_bus, clock, pipeline, until=lambda: car.finished)
+        _live(args, config, agent_bus, clock, pipeline, until=car.finished.is_set)
     finally:
         car.stop()
         agent_bus.shutdown()

@@ -166,6 +166,7 @@ class Trip:
 
     def absorb(self, other: "Trip") -> None:
         """Add another trip's totals into this one (for the stats ``total``)."""
+        self._merged_duration_s = self.duration_s + other.duration_s
         self.start, self.end = min(self.start, other.start), max(self.end, other.end)
         self.distance_km += other.distance_km
         self.moving_time_s += other.moving_time_s
@@ -183,7 +184,6 @@ class Trip:
         self.dynamics.absorb(other.dynamics)
         if other.energy_kwh is not None:
             self.energy_kwh = (self.energy_kwh or 0.0) + other.energy_kwh
-        self._merged_duration_s = self.duration_s + other.duration_s
 
     @property
     def duration_s(self) -> float:

@@ -57,5 +57,5 @@ def fast_and_slow(supported: set[int]) -> tuple[list[int], list[int]]:
     else:
         fuel = [MAP_PID, *FUEL_CUT_PIDS]
     fast = [p for p in (*SPEED_RPM_PIDS, *fuel, THROTTLE_PID) if p in supported]
-    slow = [p for p in (*SLOW_PIDS, MAP_PID) if p in supported and p not in fast]
+    slow = [p for p in (*SLOW_PIDS, MAP_PID, MAF_PID, *FUEL_CUT_PIDS, LAMBDA_PID) if p in supported and p not in fast]
     return fast, slow

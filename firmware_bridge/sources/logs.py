@@ -88,8 +88,10 @@ def _reader(path: Path, problems: LogProblems) -> Iterable[can.Message]:
     fmt = log_format(path)
     if fmt == ".log":
         return can.CanutilsLogReader(_CheckedLines(path, problems))
-    kwargs = {"relative_timestamp": False} if fmt == ".asc" else {}
-    return can.LogReader(path, **kwargs)
+    if fmt == ".asc":  # absolute times; python-can's LogReader drops reader options for .gz files
+        source = gzip.open(path, "rt") if path.suffix.lower() == ".gz" else path
+        return can.ASCReader(source, relative_timestamp=False)
+    return can.LogReader(path)
 
 
 def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[can.Message]:

@@ -1,0 +1,167 @@
+"""The simulated engine ECU's OBD-II mode 01 responder, encoded by hand from the SAE J1979 formulas.
+
+Deliberately independent of any DBC: tests decode these bytes with `dbc/obd2.dbc`, so an error in either side
+shows up as a disagreement instead of cancelling out. Formulas: REFERENCE.md, "OBD-II over CAN" table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import can
+
+from firmware_bridge.sim.car import CarState, KeiCar
+
+OBD_FUNCTIONAL_REQUEST_ID = 0x7DF
+#: Physical request ID = response ID - 8 (ISO 15765-4 11-bit addressing).
+PHYSICAL_TO_RESPONSE_OFFSET = 8
+SERVICE_CURRENT_DATA = 0x01
+POSITIVE_RESPONSE_OFFSET = 0x40
+PAD_BYTE = 0x55
+FRAME_LENGTH = 8
+#: Support bitmap PIDs sit every 0x20 PIDs: 0x00, 0x20, 0x40, ... each covering the next 32.
+BITMAP_STRIDE = 0x20
+
+
+@dataclass(frozen=True)
+class _PidEncoding:
+    """raw = round((value + offset) * raw_per_unit), big-endian over n_bytes (J1979: A is the MSB)."""
+
+    value: Callable[[CarState], float]
+    raw_per_unit: float
+    n_bytes: int
+    offset: float = 0.0
+
+
+_TEMPERATURE_OFFSET_C = 40.0
+_HALF_STEP_EPS = 1e-9
+_PERCENT_RAW_PER_UNIT = 255.0 / 100.0
+
+#: Data PIDs this ECU can answer, one line per J1979 formula.
+_ENCODINGS: dict[int, _PidEncoding] = {
+    # 0x03: A = fuel system 1 status, B = system 2 (none): A * 256 puts the status code in byte A.
+    0x03: _PidEncoding(lambda s: s.fuel_system_status, 256.0, 2),
+    0x04: _PidEncoding(lambda s: s.engine_load_pct, _PERCENT_RAW_PER_UNIT, 1),
+    0x05: _PidEncoding(lambda s: s.coolant_c, 1.0, 1, _TEMPERATURE_OFFSET_C),
+    0x0B: _PidEncoding(lambda s: s.map_kpa, 1.0, 1),
+    0x0C: _PidEncoding(lambda s: s.engine_rpm, 4.0, 2),
+    0x0D: _PidEncoding(lambda s: s.speed_kmh, 1.0, 1),
+    0x0F: _PidEncoding(lambda s: s.iat_c, 1.0, 1, _TEMPERATURE_OFFSET_C),
+    0x10: _PidEncoding(lambda s: s.maf_gps, 100.0, 2),
+    0x11: _PidEncoding(lambda s: s.throttle_pct, _PERCENT_RAW_PER_UNIT, 1),
+    0x1F: _PidEncoding(lambda s: s.run_time_s, 1.0, 2),
+    0x2F: _PidEncoding(lambda s: s.fuel_level_pct, _PERCENT_RAW_PER_UNIT, 1),
+    0x33: _PidEncoding(lambda s: s.baro_kpa, 1.0, 1),
+    0x42: _PidEncoding(lambda s: s.battery_v, 1000.0, 2),
+    0x44: _PidEncoding(lambda s: s.lambda_, 65536.0 / 2.0, 2),
+    0x46: _PidEncoding(lambda s: s.ambient_c, 1.0, 1, _TEMPERATURE_OFFSET_C),
+    0x5E: _PidEncoding(lambda s: s.fuel_rate_lph, 20.0, 2),
+    0xA6: _PidEncoding(lambda s: s.odometer_km, 10.0, 4),
+}
+
+_BASE_PIDS = (0x03, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0F, 0x11, 0x1F, 0x2F, 0x33, 0x42, 0x46, 0xA6)
+
+
+def with_support_bitmaps(data_pids: Iterable[int]) -> frozenset[int]:
+    """Add the bitmap PIDs a scan tool must walk to find data_pids: 0x00 always, 0x20*k when any PID > 0x20*k."""
+    data = frozenset(data_pids)
+    highest = max(data, default=0)
+    return data | frozenset(range(0, highest, BITMAP_STRIDE))
+
+
+#: What the simulated ECU answers, support bitmaps included. "map" is the kei default: speed-density, no MAF.
+PID_SETS: dict[str, frozenset[int]] = {
+    "map": with_support_bitmaps(_BASE_PIDS),
+    "maf": with_support_bitmaps((*_BASE_PIDS, 0x10, 0x44)),
+    "fuel_rate": with_support_bitmaps((*_BASE_PIDS, 0x10, 0x44, 0x5E)),
+}
+
+
+def resolve_pid_set(pid_set: str | Iterable[int]) -> frozenset[int]:
+    """A PID_SETS name, or explicit PIDs (support bitmaps added)."""
+    if isinstance(pid_set, str):
+        if pid_set not in PID_SETS:
+            raise ValueError(f"unknown PID set {pid_set!r}; known: {', '.join(PID_SETS)}")
+        return PID_SETS[pid_set]
+    return with_support_bitmaps(pid for pid in pid_set if pid % BITMAP_STRIDE)
+
+
+def support_bitmap(base_pid: int, supported: frozenset[int]) -> int:
+    """32-bit bitmap for PIDs base+1 .. base+32: bit 31 (A's MSB) = base+1, bit 0 = base+32."""
+    bitmap = 0
+    for offset in range(1, BITMAP_STRIDE + 1):
+        if base_pid + offset in supported:
+            bitmap |= 1 << (BITMAP_STRIDE - offset)
+    return bitmap
+
+
+def _round_clamped(value: float, n_bytes: int) -> int:
+    """Nearest raw step (half up, not truncated), clamped to what the bytes can hold.
+
+    The epsilon keeps exact halves exact: 50 % * 2.55 is 127.49999999999999 in binary floating point.
+    """
+    raw = math.floor(value + 0.5 + _HALF_STEP_EPS)
+    return min(max(raw, 0), (1 << (8 * n_bytes)) - 1)
+
+
+def _single_frame(pid: int, data: bytes) -> bytes:
+    payload = bytes((SERVICE_CURRENT_DATA + POSITIVE_RESPONSE_OFFSET, pid)) + data
+    frame = bytes((len(payload),)) + payload
+    return frame + bytes((PAD_BYTE,)) * (FRAME_LENGTH - len(frame))
+
+
+def encode_response(pid: int, state: CarState, pid_set: str | Iterable[int] = "map") -> bytes | None:
+    """8-byte mode 01 single frame `[n, 0x41, pid, A, B, ..., 0x55 pad]`, or None if pid_set lacks the PID."""
+    supported = resolve_pid_set(pid_set)
+    if pid not in supported:
+        return None
+    if pid % BITMAP_STRIDE == 0:
+        return _single_frame(pid, support_bitmap(pid, supported).to_bytes(4, "big"))
+    encoding = _ENCODINGS[pid]
+    raw = _round_clamped((encoding.value(state) + encoding.offset) * encoding.raw_per_unit, encoding.n_bytes)
+    return _single_frame(pid, raw.to_bytes(encoding.n_bytes, "big"))
+
+
+def obd_request(pid: int, timestamp: float = 0.0, arbitration_id: int = OBD_FUNCTIONAL_REQUEST_ID) -> can.Message:
+    """A scan tool's mode 01 request for one PID: `02 01 PID 55 55 55 55 55`."""
+    data = bytes((2, SERVICE_CURRENT_DATA, pid)) + bytes((PAD_BYTE,)) * 5
+    return can.Message(
+        timestamp=timestamp, arbitration_id=arbitration_id, is_extended_id=False, data=data, is_rx=False
+    )
+
+
+class ObdResponder:
+    """The engine ECU on the bus: answers functional (0x7DF) and its own physical requests, one PID each."""
+
+    def __init__(self, car: KeiCar, pid_set: str | Iterable[int] = "map", ecu_tx_id: int = 0x7E8) -> None:
+        self.car = car
+        self.supported = resolve_pid_set(pid_set)
+        self.ecu_tx_id = ecu_tx_id
+        self._request_ids = (OBD_FUNCTIONAL_REQUEST_ID, ecu_tx_id - PHYSICAL_TO_RESPONSE_OFFSET)
+
+    def requested_pid(self, request: can.Message) -> int | None:
+        """The mode 01 PID asked for, or None for anything that is not a request to this ECU."""
+        if request.is_extended_id or request.is_error_frame or request.is_remote_frame:
+            return None
+        if request.arbitration_id not in self._request_ids:
+            return None
+        data = bytes(request.data)
+        if len(data) < 3 or not 2 <= data[0] <= 7 or data[1] != SERVICE_CURRENT_DATA:
+            return None
+        return data[2]
+
+    def respond(self, request: can.Message, t_s: float) -> can.Message | None:
+        """Answer at drive time t_s; silent when asleep (ignition off) or the PID is unsupported."""
+        pid = self.requested_pid(request)
+        if pid is None or pid not in self.supported:
+            return None
+        state = self.car.advance_to(t_s)
+        if not state.ignition:
+            return None
+        data = encode_response(pid, state, self.supported)
+        return can.Message(
+            timestamp=request.timestamp, arbitration_id=self.ecu_tx_id, is_extended_id=False, data=data,
+            channel=request.channel,
+        )

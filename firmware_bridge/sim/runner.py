@@ -1,0 +1,246 @@
+"""Drive the simulated kei car: live on a python-can bus, or offline into a deterministic frame stream / log.
+
+Both paths share one KeiCar, ObdResponder and BroadcastSchedule, so a live demo and a recorded log of the
+same cycle carry the same physics; the offline path also plays the scan tool with the agent's own poll
+schedule (discovery, then fast and slow PIDs) so a log looks like what the agent would record on a real car.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import can
+
+from firmware_bridge.clock import RealClock, ScaledClock
+from firmware_bridge.obd.pids import fast_and_slow
+from firmware_bridge.obd.poller import PollSchedule, PollSettings
+from firmware_bridge.sim.broadcast import BroadcastSchedule
+from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
+from firmware_bridge.sim.cycles import Cycle, load_cycle
+from firmware_bridge.sim.obd import BITMAP_STRIDE, ObdResponder, obd_request
+
+log = logging.getLogger(__name__)
+
+#: Fixed start of recorded logs (2026-04-01T09:00:00Z), so `write_log` output is byte-for-byte reproducible.
+LOG_START_UNIX_S = datetime(2026, 4, 1, 9, 0, 0, tzinfo=timezone.utc).timestamp()
+
+#: ECU answer latency in offline logs (real engine ECUs answer within a few ms).
+OBD_RESPONSE_DELAY_S = 0.002
+#: Offline poll requests start this far into each period, clear of the broadcast ticks.
+_REQUEST_PHASE_S = 0.010
+#: Longest the live thread blocks in recv (wall seconds), so stop() and the end of the cycle are noticed.
+_MAX_RECV_WAIT_S = 0.02
+
+
+def _as_cycle(cycle: Cycle | str) -> Cycle:
+    return load_cycle(cycle) if isinstance(cycle, str) else cycle
+
+
+class _ScanTool:
+    """The agent's own polling order for offline logs: the support bitmaps once, then its fast/slow schedule."""
+
+    def __init__(self, supported: Iterable[int]) -> None:
+        supported = set(supported)
+        self._bitmaps = sorted(pid for pid in supported if pid % BITMAP_STRIDE == 0)
+        fast, slow = fast_and_slow(supported)
+        self._schedule = PollSchedule(fast, slow, PollSettings(), now=0.0)
+
+    def next_pid(self, t_s: float) -> int:
+        if self._bitmaps:
+            return self._bitmaps.pop(0)
+        pid = self._schedule.next_pid()
+        self._schedule.done(pid, t_s)
+        return pid
+
+
+class DriveFrames(Iterator[can.Message]):
+    """A whole drive as time-ordered frames (broadcast, OBD requests and answers); `truth` once exhausted."""
+
+    def __init__(
+        self,
+        cycle: Cycle | str,
+        config: CarConfig | None = None,
+        pid_set: str | Iterable[int] = "map",
+        broadcast: bool = True,
+        obd_poll_hz: float = 10.0,
+        start_time: float = 0.0,
+    ) -> None:
+        self.car = KeiCar(config, _as_cycle(cycle))
+        self.responder = ObdResponder(self.car, pid_set)
+        self.schedule = BroadcastSchedule() if broadcast else None
+        self.start_time = start_time
+        self._request_period_s = 1.0 / obd_poll_hz if obd_poll_hz > 0 else math.inf
+        self._frames = self._drive()
+
+    @property
+    def truth(self) -> GroundTruth:
+        return self.car.truth
+
+    def __next__(self) -> can.Message:
+        return next(self._frames)
+
+    def _drive(self) -> Iterator[can.Message]:
+        duration_s = self.car.duration_s
+        scan_tool = _ScanTool(self.responder.supported)
+        request_count = 0
+        pending: can.Message | None = None
+        pending_t_s = math.inf
+        while True:
+            request_t_s = _REQUEST_PHASE_S + request_count * self._request_period_s
+            broadcast_t_s = self.schedule.next_due_s() if self.schedule else math.inf
+            t_s = min(pending_t_s, broadcast_t_s, request_t_s)
+            if t_s >= duration_s and pending is None:
+                break
+            if t_s == pending_t_s:
+                yield pending
+                pending, pending_t_s = None, math.inf
+            elif t_s == broadcast_t_s:
+                yield from self.schedule.frames_due(t_s, self.car.advance_to(t_s), self.start_time + t_s)
+            else:
+                request = obd_request(scan_tool.next_pid(t_s), self.start_time + t_s)
+                request_count += 1
+                yield request
+                pending = self.responder.respond(request, t_s)
+                if pending is not None:
+                    pending_t_s = t_s + OBD_RESPONSE_DELAY_S
+                    pending.timestamp = self.start_time + pending_t_s
+        self.car.advance_to(duration_s)
+
+
+def generate_frames(
+    cycle: Cycle | str,
+    config: CarConfig | None = None,
+    pid_set: str | Iterable[int] = "map",
+    broadcast: bool = True,
+    obd_poll_hz: float = 10.0,
+    start_time: float = 0.0,
+) -> DriveFrames:
+    """Deterministic offline drive: iterate for the frames, then read `.truth` for what really happened."""
+    return DriveFrames(cycle, config, pid_set, broadcast, obd_poll_hz, start_time)
+
+
+def write_log(
+    path: str | Path,
+    cycle_name: Cycle | str = "wltc",
+    config: CarConfig | None = None,
+    pid_set: str | Iterable[int] = "map",
+    broadcast: bool = True,
+    obd_poll_hz: float = 10.0,
+    start_time: float = LOG_START_UNIX_S,
+) -> GroundTruth:
+    """Record a simulated drive with can.Logger (format from the extension; candump `.log` is the usual one)."""
+    frames = generate_frames(cycle_name, config, pid_set, broadcast, obd_poll_hz, start_time)
+    with can.Logger(str(path)) as logger:
+        for message in frames:
+            logger.on_message_received(message)
+    return frames.truth
+
+
+class SimulatedCar:
+    """The kei car live on a python-can bus: answers OBD-II requests and broadcasts, in the clock's car time.
+
+    Drive time 0 is `start_time` (Unix seconds), or the clock's time at start(). Every frame sent carries
+    timestamp = clock.now(). After the cycle the ignition goes off and the car falls silent.
+    """
+
+    def __init__(
+        self,
+        bus: can.BusABC,
+        config: CarConfig | None = None,
+        cycle: Cycle | str = "wltc",
+        pid_set: str | Iterable[int] = "map",
+        clock: RealClock | ScaledClock | None = None,
+        broadcast: bool = True,
+        start_time: float | None = None,
+        ecu_tx_id: int = 0x7E8,
+    ) -> None:
+        self.bus = bus
+        self.clock = clock or RealClock()
+        self._car = KeiCar(config, _as_cycle(cycle))
+        self._responder = ObdResponder(self._car, pid_set, ecu_tx_id)
+        self._schedule = BroadcastSchedule() if broadcast else None
+        self._start_time = start_time
+        self._origin_s = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def finished(self) -> threading.Event:
+        """Set once the cycle is over (ignition off), or when the thread died (see `error`)."""
+        return self._finished
+
+    @property
+    def state(self) -> CarState:
+        return self._car.state
+
+    @property
+    def truth(self) -> GroundTruth:
+        with self._lock:
+            return self._car.truth
+
+    def start(self) -> SimulatedCar:
+        if self._thread is not None:
+            raise RuntimeError("SimulatedCar already started")
+        self._origin_s = self.clock.now() if self._start_time is None else self._start_time
+        self._thread = threading.Thread(target=self._run, name="kei-sim", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> SimulatedCar:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _drive_time_s(self) -> float:
+        return self.clock.now() - self._origin_s
+
+    def _advance(self, t_s: float) -> CarState:
+        with self._lock:
+            return self._car.advance_to(t_s)
+
+    def _run(self) -> None:
+        speedup = float(getattr(self.clock, "speedup", 1.0))
+        try:
+            while not self._stop.is_set():
+                t_s = self._drive_time_s()
+                if t_s >= self._car.duration_s:
+                    self._advance(t_s)
+                    self._finished.set()
+                    break
+                next_event_s = self._car.duration_s
+                if self._schedule is not None:
+                    for message in self._schedule.frames_due(t_s, self._advance(t_s)):
+                        self._send(message)
+                    next_event_s = min(next_event_s, self._schedule.next_due_s())
+                wait_s = min(_MAX_RECV_WAIT_S, max(0.0, (next_event_s - self._drive_time_s()) / speedup))
+                request = self.bus.recv(timeout=wait_s)
+                if request is not None:
+                    with self._lock:
+                        response = self._responder.respond(request, self._drive_time_s())
+                    if response is not None:
+                        self._send(response)
+        except Exception as exc:  # noqa: BLE001 - a dead simulator must say why, not vanish
+            self.error = exc
+            log.exception("simulated car stopped")
+            self._finished.set()
+
+    def _send(self, message: can.Message) -> None:
+        message.timestamp = self.clock.now()
+        try:
+            self.bus.send(message)
+        except can.CanOperationError as exc:  # a full or sleeping bus drops the frame; the car keeps driving
+            log.debug("simulated car could not send 0x%X: %s", message.arbitration_id, exc)
