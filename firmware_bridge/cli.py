@@ -211,8 +211,7 @@ def _live(args, config, bus, clock, pipeline, until=None) -> None:
 
     outputs = _Outputs(pipeline, args, config)
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     listeners = []
     poller = None
     if args.obd if args.obd is not None else config["obd"]["enabled"]:
@@ -242,6 +241,8 @@ def _live(args, config, bus, clock, pipeline, until=None) -> None:
         if view is not None:
             view.close()
         outputs.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def cmd_run(args) -> int:

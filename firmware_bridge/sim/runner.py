@@ -112,16 +112,8 @@ class DriveFrames(Iterator[can.Message]):
         self.car.advance_to(duration_s)
 
 
-def generate_frames(
-    cycle: Cycle | str,
-    config: CarConfig | None = None,
-    pid_set: str | Iterable[int] = "map",
-    broadcast: bool = True,
-    obd_poll_hz: float = 10.0,
-    start_time: float = 0.0,
-) -> DriveFrames:
-    """Deterministic offline drive: iterate for the frames, then read `.truth` for what really happened."""
-    return DriveFrames(cycle, config, pid_set, broadcast, obd_poll_hz, start_time)
+#: Deterministic offline drive: iterate for the frames, then read `.truth` for what really happened.
+generate_frames = DriveFrames
 
 
 def write_log(

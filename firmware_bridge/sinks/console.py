@@ -15,9 +15,9 @@ def _fmt(value, spec: str, unit: str = "") -> str:
 class LiveView:
     """One status line, redrawn in place on a terminal, printed every few seconds otherwise."""
 
-    def __init__(self, pipeline: Pipeline, stream=sys.stdout, min_wall_s: float = 0.25) -> None:
-        self.pipeline, self.stream = pipeline, stream
-        self.tty = stream.isatty()
+    def __init__(self, pipeline: Pipeline, stream=None, min_wall_s: float = 0.25) -> None:
+        self.pipeline, self.stream = pipeline, stream or sys.stdout
+        self.tty = self.stream.isatty()
         self.min_wall_s = min_wall_s if self.tty else 5.0
         self._last_wall = 0.0
 

@@ -109,9 +109,10 @@ def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[ca
             problems.add(f"{path}", f"unreadable after {count} frames: {type(exc).__name__}: {exc}")
 
 
-def report_problems(problems: LogProblems, stream=sys.stderr) -> None:
+def report_problems(problems: LogProblems, stream=None) -> None:
     if not problems.count:
         return
+    stream = stream or sys.stderr
     for example in problems.examples:
         print(f"warning: {example}", file=stream)
     if problems.count > len(problems.examples):
