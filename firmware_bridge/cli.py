@@ -43,6 +43,12 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vehicle-id", metavar="ID", help="the vehicle tag on every point (default: kei)")
     p.add_argument("--out", metavar="FILE.lp", help="append points to an InfluxDB line-protocol file")
+    p.add_argument("--influx-url", metavar="URL", help="InfluxDB base URL (env INFLUX_URL)")
+    p.add_argument("--influx-api", choices=("v2", "v1"), help="v2 API (2.x, Cloud, 3.x, 1.8+) or v1 /write (env INFLUX_API)")
+    p.add_argument("--influx-org", metavar="ORG", help="v2 organisation (env INFLUX_ORG)")
+    p.add_argument("--influx-bucket", metavar="NAME", help="v2 bucket; v1 database or db/rp (env INFLUX_BUCKET)")
+    p.add_argument("--influx-token", metavar="TOKEN",
+                   help="v2 token; v1 token or user:password (env INFLUX_TOKEN, or [influx] token_file)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- helpers ------------------------------------------------------------------------------------------------
+def _config(args) -> dict:
+    """File, then INFLUX_* environment, then command-line flags: the later wins."""
+    from firmware_bridge.config import apply_influx_environment
+
+    config = load_config(getattr(args, "config", None))
+    apply_influx_environment(config, os.environ)
+    for key in ("url", "api", "org", "bucket", "token"):
+        value = getattr(args, f"influx_{key}", None)
+        if value:
+            config["influx"][key] = value
+    if getattr(args, "out", None):
+        config["output"]["line_protocol"] = args.out
+    return config
+
+
+def _outputs(pipeline, args, config, replay=False):
+    from firmware_bridge.sinks.outputs import Outputs
+
+    return Outputs(pipeline, config, args.vehicle_id or config["vehicle"]["id"], replay=replay,
+                   bitrate=getattr(args, "bitrate", None) or config["bus"]["bitrate"])
+
+
 def _pipeline(args, config):
     from firmware_bridge.pipeline import Pipeline, PipelineOptions
 
@@ -97,42 +125,15 @@ def _pipeline(args, config):
         settings=analytics_settings(config)))
 
 
-class _Outputs:
-    """The sinks a command writes to: a line-protocol file for now (InfluxDB later), trip points on trip end."""
-
-    def __init__(self, pipeline, args, config) -> None:
-        from firmware_bridge.analytics.points import VehiclePoints, trip_points
-        from firmware_bridge.sinks.line_protocol import LineProtocolFile
-
-        self.vehicle_id = args.vehicle_id or config["vehicle"]["id"]
-        path = args.out or config["output"]["line_protocol"]
-        self.file = LineProtocolFile(path) if path else None
-        self.vehicle_points = None
-        if self.file is not None:
-            self.vehicle_points = VehiclePoints(pipeline.tracker, self.file.write, self.vehicle_id,
-                                                config["output"]["interval_s"])
-            pipeline.sample_listeners.append(self.vehicle_points)
-            pipeline.trip_listeners.append(
-                lambda trip: [self.file.write(p) for p in trip_points(trip, self.vehicle_id, _trip_id(trip))])
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.vehicle_points.flush()
-            self.file.close()
-            print(f"{self.file.points_written} points written to {self.file.path}", file=sys.stderr)
-
-
-def _trip_id(trip) -> str:
-    from datetime import datetime, timezone
-
-    return datetime.fromtimestamp(trip.start, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _replay(pipeline, logs) -> int:
+def _replay(pipeline, logs, progress: bool = False) -> int:
+    from firmware_bridge.sinks.console import ReplayProgress
     from firmware_bridge.sources.logs import LogProblems, read_logs, report_problems
 
     problems = LogProblems()
-    pipeline.feed_all(read_logs(logs, problems))
+    frames = read_logs(logs, problems)
+    if progress:
+        frames = ReplayProgress(logs).wrap(frames)
+    pipeline.feed_all(frames)
     pipeline.finish()
     report_problems(problems)
     return problems.count
@@ -143,7 +144,7 @@ def cmd_stats(args) -> int:
     from firmware_bridge.sinks.console import trips_table
     from firmware_bridge.sources.logs import check_logs
 
-    config = load_config(args.config)
+    config = _config(args)
     check_logs(args.logs)
     pipeline = _pipeline(args, config)
     bad_lines = _replay(pipeline, args.logs)
@@ -156,13 +157,18 @@ def cmd_replay(args) -> int:
     from firmware_bridge.sinks.console import trips_table
     from firmware_bridge.sources.logs import check_logs
 
-    config = load_config(args.config)
+    config = _config(args)
     check_logs(args.logs)
     pipeline = _pipeline(args, config)
-    outputs = _Outputs(pipeline, args, config)
-    bad_lines = _replay(pipeline, args.logs)
-    outputs.close()
+    outputs = _outputs(pipeline, args, config, replay=True)
+    for where in outputs.describe():
+        print(f"replay: writing {where}", file=sys.stderr)
+    bad_lines = _replay(pipeline, args.logs, progress=sys.stderr.isatty())
+    summary = outputs.close(drain_stall_s=30.0)
     print(trips_table(pipeline.stats(malformed_lines=bad_lines)))
+    print(f"replay: {summary}" if summary else "replay: no sink configured (--out or --influx-url)", file=sys.stderr)
+    if outputs.auth_error:
+        raise InputError(outputs.auth_error)
     return 0
 
 
@@ -203,18 +209,28 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _live(args, config, bus, clock, pipeline, until=None) -> None:
-    """Shared by run and demo: poller (if enabled), live view, sinks, clean stop on SIGINT/SIGTERM."""
+def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
+    """Shared by run and demo: poller (if enabled), live view, sinks, systemd notifications, and a clean stop
+    on SIGINT/SIGTERM (queued points committed to the spool, a few seconds to deliver them)."""
+    import time
+
+    from firmware_bridge import systemd
     from firmware_bridge.obd.poller import ObdPoller, PollSettings
     from firmware_bridge.sinks.console import LiveView
     from firmware_bridge.sources.live import run_live
 
-    outputs = _Outputs(pipeline, args, config)
+    polling = args.obd if args.obd is not None else config["obd"]["enabled"]
+    outputs = _outputs(pipeline, args, config)
+    print(f"firmware-bridge: reading {source}; OBD-II polling "
+          f"{'on, at most %g requests/s' % config['obd']['max_requests_per_s'] if polling else 'off (passive)'}; "
+          f"vehicle profile {pipeline.profile.name}", file=sys.stderr)
+    for where in outputs.describe() or ["nowhere but the console (no --out or --influx-url)"]:
+        print(f"firmware-bridge: writing {where}", file=sys.stderr)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     listeners = []
     poller = None
-    if args.obd if args.obd is not None else config["obd"]["enabled"]:
+    if polling:
         obd = config["obd"]
         settings = PollSettings(max_requests_per_s=obd["max_requests_per_s"], fast_interval_s=obd["fast_interval_s"],
                                 slow_interval_s=obd["slow_interval_s"], response_timeout_s=obd["response_timeout_s"],
@@ -224,23 +240,34 @@ def _live(args, config, bus, clock, pipeline, until=None) -> None:
                            speed_kmh=lambda: values.get("speed_kmh"))
         listeners.append(poller)
     view = LiveView(pipeline) if config["output"]["console"] else None
+    watchdog_s = systemd.watchdog_interval_s()
+    next_ping = 0.0
 
     def on_tick():
+        nonlocal next_ping
+        outputs.tick()
         if view is not None:
             view.update()
+        if watchdog_s is not None and time.monotonic() >= next_ping:
+            systemd.notify("WATCHDOG=1")
+            next_ping = time.monotonic() + watchdog_s
         if until is not None and until():
             stop.set()
 
     if poller is not None:
         poller.start()
+    systemd.notify(f"READY=1\nSTATUS=reading {source}")
     try:
         run_live(bus, pipeline, clock, stop, listeners, on_tick)
     finally:
+        systemd.notify("STOPPING=1")
         if poller is not None:
             poller.stop()
         if view is not None:
             view.close()
-        outputs.close()
+        summary = outputs.close(drain_stall_s=3.0)
+        if summary:
+            print(f"firmware-bridge: {summary}", file=sys.stderr)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -250,16 +277,16 @@ def cmd_run(args) -> int:
     from firmware_bridge.sinks.console import trips_table
     from firmware_bridge.sources.bus import bus_filters, open_bus
 
-    config = load_config(args.config)
+    config = _config(args)
     pipeline = _pipeline(args, config)
     bus_cfg = config["bus"]
     interface = args.interface or bus_cfg["interface"]
     channel = args.channel or bus_cfg["channel"]
-    bus = open_bus(interface, channel, args.bitrate or bus_cfg["bitrate"], bus_filters(pipeline.decoder.db))
-    print(f"reading {interface}:{channel}; OBD-II polling "
-          f"{'on' if (args.obd or config['obd']['enabled']) else 'off (passive)'}", file=sys.stderr)
+    bitrate = args.bitrate or bus_cfg["bitrate"]
+    bus = open_bus(interface, channel, bitrate, bus_filters(pipeline.decoder.db))
+    source = f"{interface}:{channel}" + (f" at {bitrate} bit/s" if bitrate else "")
     try:
-        _live(args, config, bus, RealClock(), pipeline)
+        _live(args, config, bus, RealClock(), pipeline, source)
     finally:
         bus.shutdown()
     print(trips_table(pipeline.stats()))
@@ -275,7 +302,7 @@ def cmd_demo(args) -> int:
 
     if args.cycle not in CYCLE_NAMES:
         raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
-    config = load_config(args.config)
+    config = _config(args)
     config["obd"]["enabled"] = True
     args.obd = True
     pipeline = _pipeline(args, config)
@@ -289,7 +316,8 @@ def cmd_demo(args) -> int:
           f"on a virtual CAN bus; the agent polls OBD-II ({args.pids} PIDs)", file=sys.stderr)
     car.start()
     try:
-        _live(args, config, agent_bus, clock, pipeline, until=car.finished.is_set)
+        _live(args, config, agent_bus, clock, pipeline, f"the simulated car on virtual:{channel}",
+              until=car.finished.is_set)
     finally:
         car.stop()
         agent_bus.shutdown()

@@ -42,8 +42,32 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "line_protocol": ((str,), None),
         "console": ((bool,), True),
         "interval_s": (_NUMBER, 1.0),
+        "trip_update_s": (_NUMBER, 60.0),
+        "raw_signals": ((bool,), False),
+        "agent_interval_s": (_NUMBER, 10.0),
+    },
+    "influx": {
+        "url": ((str,), None),
+        "api": ((str,), "v2"),
+        "org": ((str,), ""),
+        "bucket": ((str,), "firmware_bridge"),
+        "token_file": ((str,), None),
+        "timeout_s": (_NUMBER, 10.0),
+    },
+    "spool": {
+        "path": ((str,), None),
+        "max_mb": (_NUMBER, 256.0),
+        "max_age_days": (_NUMBER, 30.0),
+        "queue_points": ((int,), 100_000),
+        "flush_s": (_NUMBER, 1.0),
+        "batch_points": ((int,), 5000),
     },
 }
+
+#: Environment variables that override the file's [influx] keys (the token has no file key: it comes from
+#: INFLUX_TOKEN, `token_file` or --influx-token, and is never printed).
+INFLUX_ENV = {"INFLUX_URL": "url", "INFLUX_API": "api", "INFLUX_ORG": "org", "INFLUX_BUCKET": "bucket",
+              "INFLUX_TOKEN": "token"}
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -76,6 +100,23 @@ def load_config(path: str | Path | None) -> dict[str, dict[str, Any]]:
                 raise InputError(f"{path}: {section}.{key}: expected {names}, got {value!r}")
             config[section][key] = value
     return config
+
+
+def apply_influx_environment(config: dict[str, dict[str, Any]], environ: dict[str, str]) -> None:
+    """INFLUX_* variables override the file; then the token file is read if no token was given."""
+    influx = config["influx"]
+    influx.setdefault("token", "")
+    for variable, key in INFLUX_ENV.items():
+        if environ.get(variable):
+            influx[key] = environ[variable]
+    if not influx["token"] and influx["token_file"]:
+        path = Path(influx["token_file"])
+        try:
+            influx["token"] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise InputError(f"influx.token_file: cannot read {path}: {exc.strerror}") from None
+    if influx["api"] not in ("v1", "v2"):
+        raise InputError(f"influx.api: expected v1 or v2, got {influx['api']!r}")
 
 
 def analytics_settings(config: dict[str, dict[str, Any]]) -> AnalyticsSettings:

@@ -41,8 +41,13 @@ class Pipeline:
         self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
+        self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
+        self.bus_bits = 0
 
     def feed(self, msg: can.Message) -> None:
+        self.last_t = msg.timestamp
+        # Bits on the wire without stuffing: 47 overhead bits for an 11-bit frame, 67 for a 29-bit one.
+        self.bus_bits += (67 if msg.is_extended_id else 47) + 8 * len(msg.data)
         frame = self.decoder.decode(msg)
         if frame is None:
             return

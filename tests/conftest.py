@@ -50,3 +50,21 @@ def trapezoid_drive():
     """0 → 60 km/h over 120 s, 60 s cruise, back to 0 over 120 s, 30 s idle: 3.0 km."""
     speeds = [min(i * 0.5, 60.0) for i in range(121)] + [60.0] * 60 + [60.0 - i * 0.5 for i in range(1, 121)]
     return speeds + [0.0] * 30
+
+
+@pytest.fixture(scope="session")
+def influx(tmp_path_factory):
+    """One real InfluxDB server for the session; each test uses its own database."""
+    from influx_server import InfluxServer
+
+    server = InfluxServer(tmp_path_factory.mktemp("influxdb"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influx_db(influx, request):
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
+    influx.create_database(name)
+    return name

@@ -16,6 +16,7 @@ from firmware_bridge.clock import ScaledClock
 from firmware_bridge.obd.poller import ObdPoller, PollSettings
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.sim import CarConfig, GroundTruth, SimulatedCar
+from firmware_bridge.sinks.outputs import Outputs
 from firmware_bridge.sources.live import run_live
 
 _channels = itertools.count()
@@ -27,12 +28,16 @@ class LiveDrive:
     poller: ObdPoller
     truth: GroundTruth
     log_path: str | None
+    outputs: Outputs | None = None  # still open: the caller closes it (and may wait for the sender)
 
 
 def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, settings=None,
-               start=1775034000.0, options=None, later=None) -> LiveDrive:
+               start=1775034000.0, options=None, later=None, agent_config=None, during=None) -> LiveDrive:
     """Drive ``cycle``; ``later=(cycle, offset_s)`` brings a second drive of the same car on the bus after a
-    silence (the ECU is asleep in between). Ends when the last drive does."""
+    silence (the ECU is asleep in between). Ends when the last drive does.
+
+    ``agent_config`` (a firmware_bridge.config dict) adds the agent's sinks (line-protocol file, InfluxDB through
+    the spool); ``during(car_time_s)`` is called on every tick, e.g. to stop a server mid-drive."""
     channel = f"test-live-{next(_channels)}"
     clock = ScaledClock(speedup, start=start)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -49,8 +54,13 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
     cars = [SimulatedCar(bus, config or CarConfig(), c, pid_set=pid_set, clock=clock, broadcast=False,
                          start_time=start + offset_s) for bus, (c, offset_s) in zip(car_buses, drives)]
     stop = threading.Event()
+    outputs = Outputs(pipeline, agent_config, "kei") if agent_config else None
 
     def until():
+        if outputs is not None:
+            outputs.tick()
+        if during is not None:
+            during(clock.now() - start)
         if all(car.finished.is_set() for car in cars):
             stop.set()
 
@@ -69,4 +79,4 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
             recorder[0].shutdown()
         for bus in (agent_bus, *car_buses):
             bus.shutdown()
-    return LiveDrive(pipeline, poller, cars[0].truth, str(record) if record else None)
+    return LiveDrive(pipeline, poller, cars[0].truth, str(record) if record else None, outputs)

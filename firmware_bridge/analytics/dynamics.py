@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 
 from firmware_bridge.analytics.settings import RDE_POSITIVE_ACCEL_MS2, AnalyticsSettings
 from firmware_bridge.constants import KMH_PER_MS
+
+#: Receives (kind, time, fields) for harsh_accel / harsh_brake / gap events.
+EventCallback = Callable[[str, float, dict], None]
 
 #: v·a histogram resolution, m²/s³ (RDE limits are tens of m²/s³).
 VA_BIN_M2_S3 = 0.01
 
 
 class Dynamics:
-    def __init__(self, settings: AnalyticsSettings) -> None:
+    def __init__(self, settings: AnalyticsSettings, on_event: EventCallback | None = None) -> None:
         self.settings = settings
+        self.on_event = on_event
         self._prev: tuple[float, float] | None = None
         self._next_grid = 0.0
         self._window: list[float] = []  # the last three 1 Hz speeds, km/h
@@ -42,10 +47,10 @@ class Dynamics:
             return
         t0, v0 = prev
         while self._next_grid <= t:
-            self._on_second(v0 + (speed_kmh - v0) * (self._next_grid - t0) / (t - t0))
+            self._on_second(self._next_grid, v0 + (speed_kmh - v0) * (self._next_grid - t0) / (t - t0))
             self._next_grid += 1.0
 
-    def _on_second(self, speed_kmh: float) -> None:
+    def _on_second(self, t: float, speed_kmh: float) -> None:
         window = self._window
         window.append(speed_kmh)
         if len(window) < 3:
@@ -59,20 +64,28 @@ class Dynamics:
             va = v_ms * accel
             self.va_pos_sum_m2_s2 += va
             self.va_pos_bins[int(va / VA_BIN_M2_S3)] += 1
-        self._count_harsh(accel)
+        self._count_harsh(t - 1.0, v, accel)  # the acceleration belongs to the middle sample
 
-    def _count_harsh(self, accel: float) -> None:
+    def _count_harsh(self, t: float, speed_kmh: float, accel: float) -> None:
         """One event per episode: re-armed once the acceleration falls back under the threshold."""
         if accel >= self.settings.harsh_accel_ms2:
-            self.harsh_accel_events += self._accel_armed
+            if self._accel_armed:
+                self.harsh_accel_events += 1
+                self._event("harsh_accel", t, speed_kmh, accel)
             self._accel_armed = False
         else:
             self._accel_armed = True
         if accel <= -self.settings.harsh_brake_ms2:
-            self.harsh_brake_events += self._brake_armed
+            if self._brake_armed:
+                self.harsh_brake_events += 1
+                self._event("harsh_brake", t, speed_kmh, accel)
             self._brake_armed = False
         else:
             self._brake_armed = True
+
+    def _event(self, kind: str, t: float, speed_kmh: float, accel: float) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, t, {"speed_kmh": float(speed_kmh), "accel_ms2": float(accel)})
 
     def absorb(self, other: "Dynamics") -> None:
         self.distance_m += other.distance_m

@@ -1,47 +1,121 @@
-"""Analytics results as time-series points (DESIGN §4): per-interval ``vehicle`` points and trip points.
+"""Analytics results as time-series points (DESIGN §4): vehicle, trip, speed_band, speed_domain, event, signal.
 
-Timestamps come from the frames: a ``vehicle`` point is stamped with the start of its interval and a trip's
-points with the trip's start, so writing the same drive twice overwrites instead of duplicating.
+Timestamps come from the frames, never from the wall clock: a ``vehicle`` point is stamped with the start of
+its interval and a trip's points with the trip's start, so re-sending or replaying the same drive overwrites
+instead of duplicating. Fields keep one type for good (numbers are floats, ``trip_id`` and ``fuel_source``
+strings) so the server never answers with a type conflict.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime, timezone
 
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
-from firmware_bridge.analytics.tracker import TripTracker
 from firmware_bridge.analytics.trip import Trip
-from firmware_bridge.records import Point, Sample
+from firmware_bridge.records import DecodedFrame, Point, Sample
 
-#: Quantities written on the vehicle measurement (numbers only; fields stay floats).
+#: Quantities written on the vehicle measurement.
 VEHICLE_FIELDS = ("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
                   "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct", "engine_load_pct",
                   "lambda", "oil_c", "ambient_c", "baro_kpa")
 
 
-class VehiclePoints:
-    """Listener on the pipeline's samples: one ``vehicle`` point per interval with the latest values."""
+def trip_id(trip: Trip) -> str:
+    """Stable per trip (its start time), so a trip rewritten as it goes on stays one trip."""
+    return datetime.fromtimestamp(trip.start, timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")[:-4] + "Z"
 
-    def __init__(self, tracker: TripTracker, emit: Callable[[Point], None], vehicle_id: str,
-                 interval_s: float = 1.0) -> None:
-        self.tracker, self.emit, self.vehicle_id, self.interval_s = tracker, emit, vehicle_id, interval_s
+
+def _numbers(values: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def trip_points(trip: Trip, vehicle_id: str) -> list[Point]:
+    """The trip, speed_band and speed_domain points of one trip, all stamped with the trip's start."""
+    summary = trip.summary()
+    tags = {"vehicle": vehicle_id}
+    tid = trip_id(trip)
+    fields: dict[str, float | str] = _numbers(summary)
+    fields["trip_id"] = tid
+    if summary["fuel_source"]:
+        fields["fuel_source"] = summary["fuel_source"]
+    points = [Point("trip", trip.start, fields, tags)]
+    for _, band in SPEED_BANDS:
+        values = {**_numbers(summary["speed_bands"][band]), "trip_id": tid}
+        points.append(Point("speed_band", trip.start, values, {**tags, "band": band}))
+    for domain in SPEED_DOMAINS:
+        values = {**_numbers(summary["speed_domains"][domain]), "trip_id": tid}
+        points.append(Point("speed_domain", trip.start, values, {**tags, "domain": domain}))
+    return points
+
+
+class PointEmitter:
+    """Subscribes to a pipeline and hands every point to ``emit``.
+
+    - ``vehicle``: one point per ``interval_s`` with the latest value of each quantity (held for up to
+      ``hold_s`` when a polled quantity skips an interval), the best fuel-rate estimate, its source and the
+      instantaneous km/L;
+    - ``trip`` / ``speed_band`` / ``speed_domain``: every ``trip_update_s`` while a trip runs and when it ends;
+    - ``event``: harsh acceleration and braking, gaps in the data;
+    - ``signal``: every decoded frame's raw signals, when enabled (heavy: one point per frame).
+    """
+
+    def __init__(self, pipeline, emit: Callable[[Point], None], vehicle_id: str, interval_s: float = 1.0,
+                 trip_update_s: float = 60.0, raw_signals: bool = False, hold_s: float = 5.0) -> None:
+        self.pipeline, self.emit, self.vehicle_id = pipeline, emit, vehicle_id
+        self.interval_s, self.trip_update_s = interval_s, trip_update_s
         self._bucket: float | None = None
-        self._fields: dict[str, float] = {}
+        # quantity -> (time, value): a polled quantity may skip an interval; its last value stands in for it
+        # until it is older than hold_s, so dashboards get one complete point per interval.
+        self._latest: dict[str, tuple[float, float]] = {}
+        self.hold_s = hold_s
+        self._next_trip_update: float | None = None
+        pipeline.sample_listeners.append(self.on_sample)
+        pipeline.trip_listeners.append(self.on_trip)
+        pipeline.tracker.on_event = self.on_event
+        if raw_signals:
+            pipeline.frame_listeners.append(self.on_frame)
 
-    def __call__(self, sample: Sample, values: dict[str, float]) -> None:
+    def on_sample(self, sample: Sample, values: dict[str, float]) -> None:
         bucket = math.floor(sample.t / self.interval_s) * self.interval_s
         if self._bucket is not None and bucket != self._bucket:
             self.flush()
         self._bucket = bucket
         if sample.quantity in VEHICLE_FIELDS:
-            self._fields[sample.quantity] = float(sample.value)
+            self._latest[sample.quantity] = (sample.t, float(sample.value))
+        trip = self.pipeline.tracker.trip
+        if trip is not None:
+            if self._next_trip_update is None:
+                self._next_trip_update = sample.t + self.trip_update_s
+            elif sample.t >= self._next_trip_update:
+                self._next_trip_update = sample.t + self.trip_update_s
+                self._emit_all(trip_points(trip, self.vehicle_id))
+
+    def on_trip(self, trip: Trip) -> None:
+        self._next_trip_update = None
+        self._emit_all(trip_points(trip, self.vehicle_id))
+
+    def on_event(self, kind: str, t: float, fields: dict) -> None:
+        self.emit(Point("event", t, {**_numbers(fields)}, {"vehicle": self.vehicle_id, "kind": kind}))
+
+    def on_frame(self, frame: DecodedFrame) -> None:
+        self.emit(Point("signal", frame.t, _numbers(frame.signals),
+                        {"vehicle": self.vehicle_id, "message": frame.message}))
+
+    def _emit_all(self, points: list[Point]) -> None:
+        for point in points:
+            self.emit(point)
 
     def flush(self) -> None:
-        if self._bucket is None or not self._fields:
+        """Emit the interval being filled (at the end of input or on shutdown)."""
+        if self._bucket is None:
             return
-        fields: dict[str, float | str] = dict(self._fields)
-        best = self.tracker.fuel_rate_lph()
+        end = self._bucket + self.interval_s
+        fields: dict[str, float | str] = {q: v for q, (t, v) in self._latest.items() if end - t <= self.hold_s}
+        if not fields:
+            return
+        best = self.pipeline.tracker.fuel_rate_lph()
         if best is not None:
             source, rate_lph = best
             fields["fuel_rate_lph"] = float(rate_lph)
@@ -50,23 +124,4 @@ class VehiclePoints:
             if speed is not None and rate_lph > 0:
                 fields["economy_km_per_l"] = float(speed) / rate_lph
         self.emit(Point("vehicle", self._bucket, fields, {"vehicle": self.vehicle_id}))
-        self._fields = {}
-
-
-def trip_points(trip: Trip, vehicle_id: str, trip_id: str) -> list[Point]:
-    """The trip, speed_band and speed_domain points of one trip, all stamped with the trip's start."""
-    summary = trip.summary()
-    tags = {"vehicle": vehicle_id}
-    fields = {key: value for key, value in summary.items()
-              if isinstance(value, (int, float)) and not isinstance(value, bool)}
-    fields["trip_id"] = trip_id
-    if summary["fuel_source"]:
-        fields["fuel_source"] = summary["fuel_source"]
-    points = [Point("trip", trip.start, fields, tags)]
-    for _, band in SPEED_BANDS:
-        values = {k: v for k, v in summary["speed_bands"][band].items() if v is not None}
-        points.append(Point("speed_band", trip.start, {**values, "trip_id": trip_id}, {**tags, "band": band}))
-    for domain in SPEED_DOMAINS:
-        values = {k: v for k, v in summary["speed_domains"][domain].items() if v is not None}
-        points.append(Point("speed_domain", trip.start, {**values, "trip_id": trip_id}, {**tags, "domain": domain}))
-    return points
+        self._bucket = None

@@ -6,6 +6,7 @@ light (rpm 0 for a minute) does not end a trip; a parked car (rpm 0 and standing
 
 from __future__ import annotations
 
+from firmware_bridge.analytics.dynamics import EventCallback
 from firmware_bridge.analytics.fuel import FUEL_SOURCES, FuelEstimator
 from firmware_bridge.analytics.settings import STANDING_BELOW_KMH, AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
@@ -23,6 +24,7 @@ class TripTracker:
         self._parked = False  # the last trip ended by engine/ignition off: only activity starts the next
         self._engine_off_since: float | None = None
         self.latest_fuel_lph: dict[str, float] = {}  # newest estimate per fuel source, for live views
+        self.on_event: EventCallback | None = None  # harsh_accel, harsh_brake, gap
 
     @staticmethod
     def _engine_running(values: dict[str, float]) -> bool:
@@ -49,7 +51,7 @@ class TripTracker:
                 return closed
             self._parked = False
             self._engine_off_since = None
-            trip = self.trip = Trip(t, self.settings)
+            trip = self.trip = Trip(t, self.settings, self.on_event)
         trip.last_t = t
         if self._update_engine_off(sample, values) and t - self._engine_off_since >= self.settings.engine_off_s:
             return self._close(self._engine_off_since, parked=True) or closed

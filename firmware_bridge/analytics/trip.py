@@ -12,7 +12,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 
 from firmware_bridge import constants as k
-from firmware_bridge.analytics.dynamics import Dynamics
+from firmware_bridge.analytics.dynamics import Dynamics, EventCallback
 from firmware_bridge.analytics.fuel import FUEL_SOURCES
 from firmware_bridge.analytics.settings import (
     SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_of, domain_of)
@@ -83,8 +83,9 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 class Trip:
     """Running totals of one trip (or of several merged: the ``total``)."""
 
-    def __init__(self, start: float, settings: AnalyticsSettings) -> None:
+    def __init__(self, start: float, settings: AnalyticsSettings, on_event: EventCallback | None = None) -> None:
         self.settings = settings
+        self.on_event = on_event
         self.start = self.end = self.last_t = start
         self.distance_km = 0.0
         self.moving_time_s = self.idle_time_s = 0.0
@@ -97,7 +98,7 @@ class Trip:
         self.domain_time_s: defaultdict[str, float] = defaultdict(float)
         self.domain_km: defaultdict[str, float] = defaultdict(float)
         self.fuel: dict[str, FuelTally] = {}
-        self.dynamics = Dynamics(settings)
+        self.dynamics = Dynamics(settings, on_event)
         self.energy = Integral(settings.max_gap_s)
         self.energy_kwh: float | None = None
         self.odometer_first_km: float | None = None
@@ -112,8 +113,11 @@ class Trip:
             self.stops += 1
         self._standing = standing
         self.dynamics.add_speed(t, speed_kmh)
+        previous = self.speed.last
         step = self.speed.add(t, speed_kmh)
         if step is None:
+            if previous is not None and t - previous[0] > self.settings.max_gap_s and self.on_event is not None:
+                self.on_event("gap", previous[0], {"duration_s": float(t - previous[0])})
             return
         dt, area = step
         km = area / k.S_PER_H

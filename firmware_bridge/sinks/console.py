@@ -87,3 +87,30 @@ def trips_table(stats: dict) -> str:
     f = stats["frames"]
     rows.append(f"frames: {f['total']} total, {f['decoded']} decoded, {f['unknown']} unknown, {f['malformed']} malformed")
     return "\n".join(rows)
+
+
+class ReplayProgress:
+    """A progress line on stderr for long replays: frames read, and how far through the files (by bytes)."""
+
+    def __init__(self, logs, stream=None, every_frames: int = 50_000) -> None:
+        from pathlib import Path
+
+        self.paths = [Path(p) for p in logs]
+        self.total_bytes = sum(p.stat().st_size for p in self.paths)
+        self.stream = stream or sys.stderr
+        self.every_frames = every_frames
+        self._started = time.monotonic()
+
+    def wrap(self, frames):
+        count = 0
+        for count, msg in enumerate(frames, 1):
+            if count % self.every_frames == 0:
+                self._show(count)
+            yield msg
+        self._show(count)
+        self.stream.write("\n")
+
+    def _show(self, count: int) -> None:
+        rate = count / max(time.monotonic() - self._started, 1e-9)
+        self.stream.write(f"\rreplay: {count:,} frames ({rate:,.0f} frames/s) of {self.total_bytes / 2**20:.1f} MB of logs")
+        self.stream.flush()

@@ -24,12 +24,12 @@ class PipelineFeeder(can.Listener):
 
 
 def run_live(bus: can.BusABC, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
-             on_tick=None, tick_s: float = 1.0) -> None:
-    """Until ``stop`` is set: frames to the pipeline, and every ``tick_s`` (car time) a silence check."""
+             on_tick=None, tick_wall_s: float = 0.25) -> None:
+    """Until ``stop`` is set: frames to the pipeline, and every ``tick_wall_s`` a silence check and ``on_tick``."""
     lock = threading.Lock()
     notifier = can.Notifier(bus, [PipelineFeeder(pipeline, lock), *listeners], timeout=0.05)
     try:
-        while not stop.wait(tick_s / clock.speedup):
+        while not stop.wait(tick_wall_s):
             with lock:
                 pipeline.tick(clock.now())
                 if on_tick is not None:

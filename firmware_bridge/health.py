@@ -1,0 +1,60 @@
+"""The agent's own health as ``agent`` points: is it keeping up, is data waiting, is anything lost."""
+
+from __future__ import annotations
+
+import os
+
+from firmware_bridge.records import Point
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process (Linux /proc), MB."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class AgentHealth:
+    def __init__(self, pipeline, vehicle_id: str, bitrate: int | None = None, spool=None, spool_writer=None,
+                 sender=None) -> None:
+        self.pipeline, self.vehicle_id, self.bitrate = pipeline, vehicle_id, bitrate or 500_000
+        self.spool, self.spool_writer, self.sender = spool, spool_writer, sender
+        self._last: tuple[float, int, int] | None = None  # (frame time, frames, bits)
+
+    def point(self) -> Point | None:
+        t = self.pipeline.last_t
+        if t is None:
+            return None
+        counts = self.pipeline.decoder.counts
+        fields: dict[str, float] = {
+            "frames_total": float(counts.total),
+            "decode_errors": float(counts.unknown + counts.malformed),
+            "unknown_frames": float(counts.unknown),
+            "malformed_frames": float(counts.malformed),
+        }
+        if self._last is not None and t > self._last[0]:
+            dt = t - self._last[0]
+            fields["frames_per_s"] = (counts.total - self._last[1]) / dt
+            fields["bus_load_pct"] = 100.0 * (self.pipeline.bus_bits - self._last[2]) / (self.bitrate * dt)
+        self._last = (t, counts.total, self.pipeline.bus_bits)
+        dropped = 0
+        if self.spool is not None:
+            batches, points, size = self.spool.depth()
+            fields.update(spool_batches=float(batches), spool_points=float(points), spool_bytes=float(size))
+            dropped += self.spool.counter("dropped_points")
+        if self.spool_writer is not None:
+            fields["queue_points"] = float(self.spool_writer.queued())
+            fields["queue_overflow"] = float(self.spool_writer.overflow)
+            dropped += self.spool_writer.overflow
+        if self.sender is not None:
+            fields["points_sent"] = float(self.sender.points_sent)
+            if self.sender.write_latency_s is not None:
+                fields["write_latency_ms"] = 1000.0 * self.sender.write_latency_s
+        fields["dropped_points"] = float(dropped)
+        memory = rss_mb()
+        if memory is not None:
+            fields["rss_mb"] = memory
+        return Point("agent", t, fields, {"vehicle": self.vehicle_id})

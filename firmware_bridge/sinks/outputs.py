@@ -1,0 +1,130 @@
+"""Where a command's points go: a line-protocol file, InfluxDB through the durable spool, or both.
+
+Every point for InfluxDB is committed to the spool before any network write; a sender thread drains it.
+On close, queued points are committed, and the sender gets a few seconds (live) or as long as it needs
+(replay, unless the server refuses us) to deliver what is spooled; what it cannot deliver stays spooled for
+the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from firmware_bridge.analytics.points import PointEmitter
+from firmware_bridge.health import AgentHealth
+from firmware_bridge.records import Point
+from firmware_bridge.sinks.influx import InfluxTarget, make_writer
+from firmware_bridge.sinks.line_protocol import LineProtocolFile
+from firmware_bridge.spool.queue import SpoolWriter
+from firmware_bridge.spool.sender import Sender
+from firmware_bridge.spool.store import Spool
+
+log = logging.getLogger(__name__)
+
+SINK_NAME = "influx"
+
+
+def default_state_dir() -> Path:
+    """systemd's StateDirectory when run as a service, else the XDG state directory."""
+    if os.environ.get("STATE_DIRECTORY"):
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(base) / "firmware-bridge"
+
+
+def influx_target(config: dict) -> InfluxTarget | None:
+    influx = config["influx"]
+    if not influx["url"]:
+        return None
+    return InfluxTarget(url=influx["url"], api=influx["api"], org=influx["org"], bucket=influx["bucket"],
+                        token=influx.get("token", ""), timeout_s=float(influx["timeout_s"]))
+
+
+class Outputs:
+    def __init__(self, pipeline, config: dict, vehicle_id: str, replay: bool = False,
+                 bitrate: int | None = None) -> None:
+        out = config["output"]
+        self.replay = replay
+        self.sinks = []
+        self.file = LineProtocolFile(out["line_protocol"]) if out["line_protocol"] else None
+        if self.file is not None:
+            self.sinks.append(self.file.write)
+        self.target = influx_target(config)
+        self.spool = self.spool_writer = self.sender = None
+        if self.target is not None:
+            spool_cfg = config["spool"]
+            path = spool_cfg["path"] or default_state_dir() / ("replay-spool.db" if replay else "spool.db")
+            self.spool = Spool(path, [SINK_NAME], max_bytes=int(spool_cfg["max_mb"] * 2**20),
+                               max_age_s=spool_cfg["max_age_days"] * 86400)
+            self.sender = Sender(self.spool, SINK_NAME, make_writer(self.target))
+            self.spool_writer = SpoolWriter(self.spool, self.sender.wake, max_points=spool_cfg["queue_points"],
+                                            flush_s=spool_cfg["flush_s"], batch_points=spool_cfg["batch_points"],
+                                            block_when_full=replay)
+            self.sinks.append(self.spool_writer.put)
+            self.sender.start()
+        self.emitter = PointEmitter(pipeline, self.emit, vehicle_id, out["interval_s"], out["trip_update_s"],
+                                    out["raw_signals"]) if self.sinks else None
+        self.health = AgentHealth(pipeline, vehicle_id, bitrate, self.spool, self.spool_writer, self.sender)
+        self.agent_interval_s = out["agent_interval_s"]
+        self._next_agent_wall = time.monotonic() + self.agent_interval_s
+
+    def describe(self) -> list[str]:
+        where = []
+        if self.file is not None:
+            where.append(f"line protocol to {self.file.path}")
+        if self.target is not None:
+            where.append(f"{self.target.describe()} through the spool {self.spool.path}")
+        return where
+
+    def emit(self, point: Point) -> None:
+        for sink in self.sinks:
+            sink(point)
+
+    def tick(self) -> None:
+        """Live: the agent's health point every ``agent_interval_s`` (wall clock paces it, frames stamp it)."""
+        if not self.sinks or time.monotonic() < self._next_agent_wall:
+            return
+        self._next_agent_wall = time.monotonic() + self.agent_interval_s
+        point = self.health.point()
+        if point is not None:
+            self.emit(point)
+
+    @property
+    def auth_error(self) -> str | None:
+        return self.sender.stopped_error if self.sender is not None else None
+
+    def close(self, drain_stall_s: float = 3.0) -> str:
+        """Flush everything; returns a one-line summary of what went where.
+
+        The sender keeps draining while it makes progress; after ``drain_stall_s`` without a delivered batch
+        (server down, credentials refused) the rest stays spooled for the next start.
+        """
+        if self.emitter is not None:
+            self.emitter.flush()
+        if self.sinks and not self.replay:
+            point = self.health.point()
+            if point is not None:
+                self.emit(point)
+        parts = []
+        if self.file is not None:
+            self.file.close()
+            parts.append(f"{self.file.points_written} points written to {self.file.path}")
+        if self.spool_writer is not None:
+            self.spool_writer.close()
+            sent, progress_at = self.sender.points_sent, time.monotonic()
+            while not self.sender.idle() and time.monotonic() - progress_at < drain_stall_s:
+                time.sleep(0.05)
+                if self.sender.points_sent != sent:
+                    sent, progress_at = self.sender.points_sent, time.monotonic()
+            self.sender.stop()
+            _, waiting, _ = self.spool.depth()
+            parts.append(f"{self.sender.points_sent} points sent to {self.target.describe()}"
+                         + (f", {waiting} still spooled in {self.spool.path}" if waiting else ""))
+            dropped = self.spool.counter("dropped_points") + self.spool_writer.overflow
+            if dropped:
+                parts.append(f"{dropped} points dropped (spool bound or queue overflow)")
+            self.spool.close()
+        return "; ".join(parts)

@@ -1,0 +1,181 @@
+"""The durable spool: compressed line-protocol batches in SQLite (WAL), one commit per batch.
+
+Why SQLite in WAL mode with ``synchronous=FULL``: a committed batch survives kill -9 and power loss, and a
+half-written one is rolled back on the next open, so the file is never corrupt. Why batches, not points: an SD
+card wears by commit count, so the agent commits about once a second.
+
+Each batch is queued for every sink it is meant for (table ``pending``); a sink's sender reads its oldest
+batch, and the batch is deleted once every sink has had its acknowledgement. The spool is bounded by payload
+bytes and by age: the oldest batches go first and their points are counted as dropped (persisted, reported in
+the ``agent`` measurement). Batches a server rejected for good (HTTP 400) move to ``dead_letter`` with the
+server's message.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batch (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_s REAL NOT NULL,      -- wall clock at commit, for the age bound
+    points INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,       -- compressed payload size, for the size bound
+    payload BLOB NOT NULL         -- zlib-compressed line protocol, one point per line
+);
+CREATE TABLE IF NOT EXISTS pending (
+    sink TEXT NOT NULL,
+    batch_id INTEGER NOT NULL REFERENCES batch(id),
+    PRIMARY KEY (sink, batch_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    failed_s REAL NOT NULL,
+    error TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counter (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Batch:
+    id: int
+    points: int
+    lines: bytes  # uncompressed line protocol
+
+
+class Spool:
+    """Thread-safe: one connection guarded by a lock (writers and senders are few and batches are big)."""
+
+    def __init__(self, path: str | Path, sinks: list[str], max_bytes: int = 256 * 2**20,
+                 max_age_s: float = 30 * 86400) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sinks = list(sinks)
+        self.max_bytes, self.max_age_s = max_bytes, max_age_s
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._forget_removed_sinks()
+
+    def _forget_removed_sinks(self) -> None:
+        """Batches queued for a sink no longer configured would wait forever: release them."""
+        marks = ",".join("?" * len(self.sinks))
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(f"DELETE FROM pending WHERE sink NOT IN ({marks})", self.sinks)
+            self._db.execute("DELETE FROM batch WHERE id NOT IN (SELECT batch_id FROM pending)")
+
+    # -- writing ---------------------------------------------------------------------------------------
+    def append(self, lines: bytes, points: int, now_s: float | None = None) -> int:
+        """Commit one batch for every sink; returns its id. Enforces the bounds afterwards."""
+        payload = zlib.compress(lines, 6)
+        now_s = time.time() if now_s is None else now_s
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            cur = self._db.execute("INSERT INTO batch (created_s, points, bytes, payload) VALUES (?, ?, ?, ?)",
+                                   (now_s, points, len(payload), payload))
+            batch_id = cur.lastrowid
+            self._db.executemany("INSERT INTO pending (sink, batch_id) VALUES (?, ?)",
+                                 [(sink, batch_id) for sink in self.sinks])
+            self._enforce_bounds(now_s)
+        return batch_id
+
+    def _enforce_bounds(self, now_s: float) -> None:
+        """Drop the oldest batches while over the byte bound or older than the age bound (in a transaction)."""
+        total = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM batch").fetchone()[0]
+        while True:
+            row = self._db.execute("SELECT id, created_s, points, bytes FROM batch ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                return
+            batch_id, created_s, points, size = row
+            if total <= self.max_bytes and now_s - created_s <= self.max_age_s:
+                return
+            self._delete_batch(batch_id)
+            self._add_counter("dropped_points", points)
+            self._add_counter("dropped_batches", 1)
+            total -= size
+
+    def _delete_batch(self, batch_id: int) -> None:
+        self._db.execute("DELETE FROM pending WHERE batch_id = ?", (batch_id,))
+        self._db.execute("DELETE FROM batch WHERE id = ?", (batch_id,))
+
+    def _add_counter(self, name: str, amount: int) -> None:
+        self._db.execute("INSERT INTO counter (name, value) VALUES (?, ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value", (name, amount))
+
+    # -- sending ---------------------------------------------------------------------------------------
+    def oldest(self, sink: str) -> Batch | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT b.id, b.points, b.payload FROM pending p JOIN batch b ON b.id = p.batch_id "
+                "WHERE p.sink = ? ORDER BY p.batch_id LIMIT 1", (sink,)).fetchone()
+        if row is None:
+            return None
+        return Batch(row[0], row[1], zlib.decompress(row[2]))
+
+    def acknowledge(self, sink: str, batch_id: int) -> None:
+        """The sink's server accepted the batch: forget it for that sink, and altogether once all have it."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._add_counter(f"sent_points:{sink}", self._points(batch_id))
+            self._settle(sink, batch_id)
+
+    def dead_letter(self, sink: str, batch_id: int, error: str) -> None:
+        """The server rejected the batch for good: keep it aside with the server's message."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            payload = self._db.execute("SELECT payload FROM batch WHERE id = ?", (batch_id,)).fetchone()
+            if payload is not None:
+                self._db.execute("INSERT INTO dead_letter (sink, failed_s, error, payload) VALUES (?, ?, ?, ?)",
+                                 (sink, time.time(), error, payload[0]))
+            self._settle(sink, batch_id)
+
+    def _points(self, batch_id: int) -> int:
+        row = self._db.execute("SELECT points FROM batch WHERE id = ?", (batch_id,)).fetchone()
+        return row[0] if row else 0
+
+    def _settle(self, sink: str, batch_id: int) -> None:
+        self._db.execute("DELETE FROM pending WHERE sink = ? AND batch_id = ?", (sink, batch_id))
+        if self._db.execute("SELECT 1 FROM pending WHERE batch_id = ? LIMIT 1", (batch_id,)).fetchone() is None:
+            self._db.execute("DELETE FROM batch WHERE id = ?", (batch_id,))
+
+    # -- health ----------------------------------------------------------------------------------------
+    def depth(self) -> tuple[int, int, int]:
+        """(batches, points, compressed bytes) still waiting."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*), COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) "
+                                    "FROM batch").fetchone()
+
+    def pending_batches(self, sink: str) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM pending WHERE sink = ?", (sink,)).fetchone()[0]
+
+    def counter(self, name: str) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM counter WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else 0
+
+    def dead_letters(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return self._db.execute("SELECT sink, error FROM dead_letter ORDER BY id").fetchall()
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
