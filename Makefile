@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install influxdb clean
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(BIN)/firmware-bridge: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +18,12 @@ install: $(BIN)/firmware-bridge
 demo: install
 	$(BIN)/firmware-bridge demo
 
-test: install
+# The tests start a real InfluxDB 1.x server: Debian's influxdb package.
+influxdb:
+	@command -v influxd >/dev/null || { echo "installing Debian's influxdb package (the tests start a real server)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
+
+test: install influxdb
 	$(BIN)/python -m pytest -q
 
 bench: install

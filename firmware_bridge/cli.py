@@ -164,7 +164,7 @@ def cmd_replay(args) -> int:
     for where in outputs.describe():
         print(f"replay: writing {where}", file=sys.stderr)
     bad_lines = _replay(pipeline, args.logs, progress=sys.stderr.isatty())
-    summary = outputs.close(drain_stall_s=30.0)
+    summary = outputs.close(drain_stall_s=config["spool"]["drain_s"])
     print(trips_table(pipeline.stats(malformed_lines=bad_lines)))
     print(f"replay: {summary}" if summary else "replay: no sink configured (--out or --influx-url)", file=sys.stderr)
     if outputs.auth_error:
@@ -265,7 +265,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
             poller.stop()
         if view is not None:
             view.close()
-        summary = outputs.close(drain_stall_s=3.0)
+        summary = outputs.close(drain_stall_s=config["spool"]["drain_s"])
         if summary:
             print(f"firmware-bridge: {summary}", file=sys.stderr)
         for signum, handler in previous.items():

@@ -61,6 +61,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "queue_points": ((int,), 100_000),
         "flush_s": (_NUMBER, 1.0),
         "batch_points": ((int,), 5000),
+        "drain_s": (_NUMBER, 5.0),
     },
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -40,9 +41,13 @@ def write_log(path, frames) -> None:
             logger.on_message_received(msg)
 
 
-def run_cli(*args: str, input_text: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, input_text: str | None = None, env_token: str | None = None) -> subprocess.CompletedProcess:
+    """The command as a user runs it; INFLUX_* from the test's environment never leak in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+    if env_token is not None:
+        env["INFLUX_TOKEN"] = env_token
     return subprocess.run([sys.executable, "-m", "firmware_bridge", *map(str, args)], capture_output=True,
-                          text=True, input=input_text, timeout=300)
+                          text=True, input=input_text, timeout=300, env=env)
 
 
 @pytest.fixture
