@@ -57,8 +57,6 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
     outputs = Outputs(pipeline, agent_config, "kei") if agent_config else None
 
     def until():
-        if outputs is not None:
-            outputs.tick()
         if during is not None:
             during(clock.now() - start)
         if all(car.finished.is_set() for car in cars):

@@ -14,12 +14,21 @@ from datetime import datetime, timezone
 
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
 from firmware_bridge.analytics.trip import Trip
+from firmware_bridge.constants import KM_PER_L_TO_MPG_US
 from firmware_bridge.records import DecodedFrame, Point, Sample
 
 #: Quantities written on the vehicle measurement.
 VEHICLE_FIELDS = ("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
                   "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct", "engine_load_pct",
                   "lambda", "oil_c", "ambient_c", "baro_kpa")
+
+
+def economy_fields(km_per_l: float | None) -> dict[str, float]:
+    """The same economy in the three units the dashboards' unit variable picks from."""
+    if not km_per_l:
+        return {}
+    return {"economy_km_per_l": km_per_l, "economy_l_per_100km": 100.0 / km_per_l,
+            "economy_mpg_us": km_per_l * KM_PER_L_TO_MPG_US}
 
 
 def trip_id(trip: Trip) -> str:
@@ -45,7 +54,8 @@ def trip_points(trip: Trip, vehicle_id: str) -> list[Point]:
         values = {**_numbers(summary["speed_bands"][band]), "trip_id": tid}
         points.append(Point("speed_band", trip.start, values, {**tags, "band": band}))
     for domain in SPEED_DOMAINS:
-        values = {**_numbers(summary["speed_domains"][domain]), "trip_id": tid}
+        values = _numbers(summary["speed_domains"][domain])
+        values.update(economy_fields(values.get("economy_km_per_l")), trip_id=tid)
         points.append(Point("speed_domain", trip.start, values, {**tags, "domain": domain}))
     return points
 
@@ -121,7 +131,7 @@ class PointEmitter:
             fields["fuel_rate_lph"] = float(rate_lph)
             fields["fuel_source"] = source
             speed = fields.get("speed_kmh")
-            if speed is not None and rate_lph > 0:
-                fields["economy_km_per_l"] = float(speed) / rate_lph
+            if speed and rate_lph > 0:
+                fields.update(economy_fields(float(speed) / rate_lph))
         self.emit(Point("vehicle", self._bucket, fields, {"vehicle": self.vehicle_id}))
         self._bucket = None

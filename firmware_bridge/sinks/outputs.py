@@ -69,7 +69,9 @@ class Outputs:
                                     out["raw_signals"]) if self.sinks else None
         self.health = AgentHealth(pipeline, vehicle_id, bitrate, self.spool, self.spool_writer, self.sender)
         self.agent_interval_s = out["agent_interval_s"]
-        self._next_agent_wall = time.monotonic() + self.agent_interval_s
+        self._next_agent_t: float | None = None
+        if self.sinks:
+            pipeline.sample_listeners.append(self._agent_on_schedule)
 
     def describe(self) -> list[str]:
         where = []
@@ -83,14 +85,15 @@ class Outputs:
         for sink in self.sinks:
             sink(point)
 
-    def tick(self) -> None:
-        """Live: the agent's health point every ``agent_interval_s`` (wall clock paces it, frames stamp it)."""
-        if not self.sinks or time.monotonic() < self._next_agent_wall:
-            return
-        self._next_agent_wall = time.monotonic() + self.agent_interval_s
-        point = self.health.point()
-        if point is not None:
-            self.emit(point)
+    def _agent_on_schedule(self, sample, values) -> None:
+        """The agent's health point every ``agent_interval_s`` of frame time (live and replay alike)."""
+        if self._next_agent_t is None:
+            self._next_agent_t = sample.t + self.agent_interval_s
+        elif sample.t >= self._next_agent_t:
+            self._next_agent_t = sample.t + self.agent_interval_s
+            point = self.health.point()
+            if point is not None:
+                self.emit(point)
 
     @property
     def auth_error(self) -> str | None:
@@ -104,7 +107,7 @@ class Outputs:
         """
         if self.emitter is not None:
             self.emitter.flush()
-        if self.sinks and not self.replay:
+        if self.sinks:
             point = self.health.point()
             if point is not None:
                 self.emit(point)
