@@ -245,7 +245,6 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
 
     def on_tick():
         nonlocal next_ping
-        outputs.tick()
         if view is not None:
             view.update()
         if watchdog_s is not None and time.monotonic() >= next_ping:
