@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install influxdb clean
+.PHONY: demo test bench install test-tools clean
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -18,12 +18,16 @@ install: $(BIN)/firmware-bridge
 demo: install
 	$(BIN)/firmware-bridge demo
 
-# The tests start a real InfluxDB 1.x server: Debian's influxdb package.
-influxdb:
-	@command -v influxd >/dev/null || { echo "installing Debian's influxdb package (the tests start a real server)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq influxdb >/dev/null; }
+# What the tests run for real, from Debian: an InfluxDB 1.x server, headless Chromium (the report's
+# screenshot), systemd-analyze (the unit) and shellcheck (the installer). Installed once, when missing.
+TEST_TOOLS := influxd:influxdb chromium:chromium systemd-analyze:systemd shellcheck:shellcheck
 
-test: install influxdb
+test-tools:
+	@missing=""; for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages for the tests:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
+
+test: install test-tools
 	$(BIN)/python -m pytest -q
 
 bench: install

@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_options(p)
     p.add_argument("--format", choices=("json", "table"), default="table")
 
+    p = sub.add_parser("report", help="a self-contained HTML trip report with plots (and a PNG to share)")
+    p.add_argument("logs", nargs="+", metavar="LOG")
+    _add_pipeline_options(p)
+    p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the HTML report to write")
+    p.add_argument("--png", metavar="FILE.png", help="also write the plots as one PNG image")
+    p.add_argument("--title", help="report title (default: the log's name)")
+
     p = sub.add_parser("decode", help="decoded frames as JSON Lines")
     p.add_argument("logs", nargs="+", metavar="LOG")
     _add_decode_options(p)
@@ -169,6 +176,31 @@ def cmd_replay(args) -> int:
     print(f"replay: {summary}" if summary else "replay: no sink configured (--out or --influx-url)", file=sys.stderr)
     if outputs.auth_error:
         raise InputError(outputs.auth_error)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from firmware_bridge.analytics.points import PointEmitter
+    from firmware_bridge.sinks.report import DriveSeries, render_html, render_png
+    from firmware_bridge.sources.logs import check_logs
+
+    config = _config(args)
+    check_logs(args.logs)
+    if not args.output.lower().endswith((".html", ".htm")):
+        raise InputError(f"{args.output}: the report is HTML: give a .html file name")
+    pipeline = _pipeline(args, config)
+    series = DriveSeries()
+    PointEmitter(pipeline, series.add, "report")
+    bad_lines = _replay(pipeline, args.logs)
+    stats = pipeline.stats(malformed_lines=bad_lines)
+    if not stats["trips"]:
+        raise InputError(f"{', '.join(args.logs)}: no trip found (nothing moved for {config['analytics']['min_trip_s']:g} s)")
+    title = args.title or f"Trip report: {Path(args.logs[0]).name}"
+    Path(args.output).write_text(render_html(series, stats, pipeline.profile, title), encoding="utf-8")
+    print(f"report: {args.output}", file=sys.stderr)
+    if args.png:
+        render_png(args.png, series, stats, pipeline.profile, title)
+        print(f"report: {args.png}", file=sys.stderr)
     return 0
 
 
@@ -329,8 +361,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "decode": cmd_decode,
-            "simulate": cmd_simulate}
+COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "report": cmd_report,
+            "decode": cmd_decode, "simulate": cmd_simulate}
 
 
 def main(argv: list[str] | None = None) -> int:
