@@ -21,6 +21,12 @@ SERVICE_CURRENT_DATA = 0x01
 POSITIVE_RESPONSE_OFFSET = 0x40
 PAD_BYTE = 0x55
 FRAME_LENGTH = 8
+#: ISO 15765-2 frame types (high nibble of the first byte) and what fits in one single frame.
+_FIRST_FRAME = 0x10
+_CONSECUTIVE_FRAME = 0x20
+_FLOW_CONTROL = 0x3
+_SINGLE_FRAME_MAX_BYTES = FRAME_LENGTH - 1
+_FIRST_FRAME_DATA_BYTES = FRAME_LENGTH - 2
 #: Support bitmap PIDs sit every 0x20 PIDs: 0x00, 0x20, 0x40, ... each covering the next 32.
 BITMAP_STRIDE = 0x20
 
@@ -106,10 +112,13 @@ def _round_clamped(value: float, n_bytes: int) -> int:
     return min(max(raw, 0), (1 << (8 * n_bytes)) - 1)
 
 
-def _single_frame(pid: int, data: bytes) -> bytes:
-    payload = bytes((SERVICE_CURRENT_DATA + POSITIVE_RESPONSE_OFFSET, pid)) + data
-    frame = bytes((len(payload),)) + payload
-    return frame + bytes((PAD_BYTE,)) * (FRAME_LENGTH - len(frame))
+def _pid_data(pid: int, state: CarState, supported: frozenset[int]) -> bytes:
+    """The data bytes A, B, ... of a supported PID."""
+    if pid % BITMAP_STRIDE == 0:
+        return support_bitmap(pid, supported).to_bytes(4, "big")
+    encoding = _ENCODINGS[pid]
+    raw = _round_clamped((encoding.value(state) + encoding.offset) * encoding.raw_per_unit, encoding.n_bytes)
+    return raw.to_bytes(encoding.n_bytes, "big")
 
 
 def encode_response(pid: int, state: CarState, pid_set: str | Iterable[int] = "map") -> bytes | None:
@@ -117,11 +126,21 @@ def encode_response(pid: int, state: CarState, pid_set: str | Iterable[int] = "m
     supported = resolve_pid_set(pid_set)
     if pid not in supported:
         return None
-    if pid % BITMAP_STRIDE == 0:
-        return _single_frame(pid, support_bitmap(pid, supported).to_bytes(4, "big"))
-    encoding = _ENCODINGS[pid]
-    raw = _round_clamped((encoding.value(state) + encoding.offset) * encoding.raw_per_unit, encoding.n_bytes)
-    return _single_frame(pid, raw.to_bytes(encoding.n_bytes, "big"))
+    payload = bytes((SERVICE_CURRENT_DATA + POSITIVE_RESPONSE_OFFSET, pid)) + _pid_data(pid, state, supported)
+    [frame] = iso_tp_frames(payload)
+    return frame
+
+
+def iso_tp_frames(payload: bytes) -> list[bytes]:
+    """ISO 15765-2 framing of one answer: a single frame up to 7 bytes, else a first frame and consecutive ones."""
+    if len(payload) <= _SINGLE_FRAME_MAX_BYTES:
+        frames = [bytes((len(payload),)) + payload]
+    else:
+        frames = [bytes((_FIRST_FRAME | len(payload) >> 8, len(payload) & 0xFF)) + payload[:_FIRST_FRAME_DATA_BYTES]]
+        rest = payload[_FIRST_FRAME_DATA_BYTES:]
+        for i, start in enumerate(range(0, len(rest), _SINGLE_FRAME_MAX_BYTES), 1):
+            frames.append(bytes((_CONSECUTIVE_FRAME | i & 0x0F,)) + rest[start:start + _SINGLE_FRAME_MAX_BYTES])
+    return [frame + bytes((PAD_BYTE,)) * (FRAME_LENGTH - len(frame)) for frame in frames]
 
 
 def obd_request(pid: int, timestamp: float = 0.0, arbitration_id: int = OBD_FUNCTIONAL_REQUEST_ID) -> can.Message:
@@ -139,18 +158,25 @@ class ObdResponder:
         self.car = car
         self.supported = resolve_pid_set(pid_set)
         self.ecu_tx_id = ecu_tx_id
-        self._request_ids = (OBD_FUNCTIONAL_REQUEST_ID, ecu_tx_id - PHYSICAL_TO_RESPONSE_OFFSET)
+        self._physical_id = ecu_tx_id - PHYSICAL_TO_RESPONSE_OFFSET
+        self._request_ids = (OBD_FUNCTIONAL_REQUEST_ID, self._physical_id)
+        self._unsent: list[bytes] = []  # consecutive frames waiting for the tester's flow control
 
-    def requested_pid(self, request: can.Message) -> int | None:
-        """The mode 01 PID asked for, or None for anything that is not a request to this ECU."""
+    def requested_pids(self, request: can.Message) -> list[int] | None:
+        """The mode 01 PIDs asked for (1 to 6), or None for anything that is not a request to this ECU."""
         if request.is_extended_id or request.is_error_frame or request.is_remote_frame:
             return None
         if request.arbitration_id not in self._request_ids:
             return None
         data = bytes(request.data)
-        if len(data) < 3 or not 2 <= data[0] <= 7 or data[1] != SERVICE_CURRENT_DATA:
+        if len(data) < 3 or not 2 <= data[0] <= 7 or len(data) <= data[0] or data[1] != SERVICE_CURRENT_DATA:
             return None
-        return data[2]
+        return list(data[2:1 + data[0]])
+
+    def requested_pid(self, request: can.Message) -> int | None:
+        """The (first) mode 01 PID asked for, or None for anything that is not a request to this ECU."""
+        asked = self.requested_pids(request)
+        return asked[0] if asked else None
 
     def respond(self, request: can.Message, t_s: float) -> can.Message | None:
         """Answer at drive time t_s; silent when asleep (ignition off) or the PID is unsupported."""
@@ -161,7 +187,31 @@ class ObdResponder:
         if not state.ignition:
             return None
         data = encode_response(pid, state, self.supported)
-        return can.Message(
-            timestamp=request.timestamp, arbitration_id=self.ecu_tx_id, is_extended_id=False, data=data,
-            channel=request.channel,
-        )
+        return self._message(request, data)
+
+    def respond_frames(self, request: can.Message, t_s: float) -> list[can.Message]:
+        """Answer like a real ECU: every supported PID asked (up to 6) in one answer, a single frame when it
+        fits in 7 bytes, else the first frame now and the consecutive frames once flow control arrives."""
+        if self._is_flow_control(request):
+            block = request.data[1] or len(self._unsent)  # block size 0: all the rest
+            sent, self._unsent = self._unsent[:block], self._unsent[block:]
+            return [self._message(request, frame) for frame in sent]
+        asked = [pid for pid in self.requested_pids(request) or () if pid in self.supported]
+        if not asked:
+            return []
+        state = self.car.advance_to(t_s)
+        if not state.ignition:
+            return []
+        payload = bytes((SERVICE_CURRENT_DATA + POSITIVE_RESPONSE_OFFSET,))
+        for pid in asked:
+            payload += bytes((pid,)) + _pid_data(pid, state, self.supported)
+        first, *self._unsent = iso_tp_frames(payload)
+        return [self._message(request, first)]
+
+    def _is_flow_control(self, msg: can.Message) -> bool:
+        return (msg.arbitration_id == self._physical_id and not msg.is_extended_id and len(msg.data) >= 3
+                and msg.data[0] >> 4 == _FLOW_CONTROL and msg.data[0] & 0x0F == 0 and bool(self._unsent))
+
+    def _message(self, request: can.Message, data: bytes) -> can.Message:
+        return can.Message(timestamp=request.timestamp, arbitration_id=self.ecu_tx_id, is_extended_id=False,
+                           data=data, channel=request.channel)
