@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, default=60.0, help="times faster than real time (default 60)")
     p.add_argument("--pids", default="map", choices=("map", "maf", "fuel_rate"),
                    help="what the simulated ECU offers: MAP only (kei default), +MAF, +MAF and fuel rate 0x5E")
+    p.add_argument("--ev", action="store_true",
+                   help="an i-MiEV-like kei EV broadcasting its frames (agent passive, profile mitsubishi-i-miev)")
 
     p = sub.add_parser("replay", help="a recorded log through the pipeline to the sinks")
     p.add_argument("logs", nargs="+", metavar="LOG")
@@ -96,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PIDs the simulated ECU supports (default: MAP only, the kei case)")
     p.add_argument("--no-broadcast", action="store_true", help="OBD-II traffic only, no simulator frames")
     p.add_argument("--no-obd", action="store_true", help="broadcast frames only, no OBD-II traffic")
+    p.add_argument("--ev", action="store_true", help="the i-MiEV-like kei EV: its broadcast frames, no OBD-II")
+
+    p = sub.add_parser("fillup", help="record a fill-up (litres pumped at an odometer reading) for fuel calibration")
+    p.add_argument("--litres", type=float, required=True, help="litres pumped")
+    p.add_argument("--odometer", type=float, required=True, metavar="KM", help="odometer reading, km")
+    p.add_argument("--price", type=float, metavar="PER_L", help="price per litre, in your currency")
+    p.add_argument("--partial", action="store_true", help="the tank was not filled to the brim")
+    p.add_argument("--time", metavar="ISO8601", help="when (default now; without a zone: UTC)")
+    p.add_argument("--vehicle", metavar="PROFILE", help="vehicle profile name or .toml path (for the VE report)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    _add_output_options(p)
+
+    p = sub.add_parser("calibration", help="fill-up intervals, pumped vs estimated km/L and the fitted correction")
+    p.add_argument("--vehicle", metavar="PROFILE", help="vehicle profile name or .toml path (for the VE report)")
+    p.add_argument("--vehicle-id", metavar="ID", help="the vehicle (default: kei)")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--format", choices=("json", "table"), default="table")
     return parser
 
 
@@ -116,10 +135,15 @@ def _config(args) -> dict:
 
 
 def _outputs(pipeline, args, config, replay=False):
+    from firmware_bridge.calibration.recorder import attach_calibration
     from firmware_bridge.sinks.outputs import Outputs
 
-    return Outputs(pipeline, config, args.vehicle_id or config["vehicle"]["id"], replay=replay,
-                   bitrate=getattr(args, "bitrate", None) or config["bus"]["bitrate"])
+    vehicle_id = args.vehicle_id or config["vehicle"]["id"]
+    outputs = Outputs(pipeline, config, vehicle_id, replay=replay,
+                      bitrate=getattr(args, "bitrate", None) or config["bus"]["bitrate"])
+    if args.command in ("run", "replay"):  # a real car's data: calibrated, and its trips recorded (not demo's)
+        attach_calibration(pipeline, config, vehicle_id, emit=outputs.emit if outputs.sinks else None)
+    return outputs
 
 
 def _pipeline(args, config):
@@ -133,14 +157,17 @@ def _pipeline(args, config):
 
 
 def _replay(pipeline, logs, progress: bool = False) -> int:
+    """Logs read and decoded in blocks (numpy; identical to python-can + cantools, tested), fed in file order."""
+    from firmware_bridge.decode.batch import replay_blocks
     from firmware_bridge.sinks.console import ReplayProgress
-    from firmware_bridge.sources.logs import LogProblems, read_logs, report_problems
+    from firmware_bridge.sources.frame_blocks import read_blocks
+    from firmware_bridge.sources.logs import LogProblems, report_problems
 
     problems = LogProblems()
-    frames = read_logs(logs, problems)
+    blocks = read_blocks(logs, problems)
     if progress:
-        frames = ReplayProgress(logs).wrap(frames)
-    pipeline.feed_all(frames)
+        blocks = ReplayProgress(logs).wrap(blocks, size=len)
+    replay_blocks(pipeline, blocks)
     pipeline.finish()
     report_problems(problems)
     return problems.count
@@ -148,12 +175,14 @@ def _replay(pipeline, logs, progress: bool = False) -> int:
 
 # -- commands -----------------------------------------------------------------------------------------------
 def cmd_stats(args) -> int:
+    from firmware_bridge.calibration.recorder import attach_calibration
     from firmware_bridge.sinks.console import trips_table
     from firmware_bridge.sources.logs import check_logs
 
     config = _config(args)
     check_logs(args.logs)
     pipeline = _pipeline(args, config)
+    attach_calibration(pipeline, config, config["vehicle"]["id"], record=False)  # the fill-up correction, if any
     bad_lines = _replay(pipeline, args.logs)
     stats = pipeline.stats(malformed_lines=bad_lines)
     print(json.dumps(stats, indent=2) if args.format == "json" else trips_table(stats))
@@ -205,17 +234,19 @@ def cmd_report(args) -> int:
 
 
 def cmd_decode(args) -> int:
+    from firmware_bridge.decode.batch import BatchDecoder
     from firmware_bridge.decode.dbc import load_database
-    from firmware_bridge.decode.decoder import FrameDecoder
-    from firmware_bridge.sources.logs import LogProblems, check_logs, read_logs, report_problems
+    from firmware_bridge.decode.live import LiveDecoder
+    from firmware_bridge.sources.frame_blocks import read_blocks
+    from firmware_bridge.sources.logs import LogProblems, check_logs, report_problems
 
     check_logs(args.logs)
-    decoder = FrameDecoder(load_database(args.dbc))
+    decoder = LiveDecoder(load_database(args.dbc), wanted=None)  # every signal, as cantools gives them
+    batch = BatchDecoder(decoder)
     problems = LogProblems()
     out = sys.stdout
-    for msg in read_logs(args.logs, problems):
-        frame = decoder.decode(msg)
-        if frame is not None:
+    for block in read_blocks(args.logs, problems):
+        for frame in batch.frames(block, every_signal=True):
             out.write(json.dumps({"t": frame.t, "id": frame.frame_id, "message": frame.message,
                                   "signals": frame.signals}) + "\n")
     report_problems(problems)
@@ -226,7 +257,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from firmware_bridge.sim import CYCLE_NAMES, write_log
+    from firmware_bridge.sim import CYCLE_NAMES, EvConfig, write_log
     from firmware_bridge.sources.logs import log_format
 
     if args.cycle not in CYCLE_NAMES:
@@ -234,6 +265,12 @@ def cmd_simulate(args) -> int:
     log_format(Path(args.out))
     if args.no_broadcast and args.no_obd:
         raise InputError("--no-broadcast and --no-obd together leave nothing to record")
+    if args.ev:  # replay it with --vehicle mitsubishi-i-miev (the profile that loads the i-MiEV DBC)
+        truth = write_log(args.out, args.cycle, EvConfig())
+        print(f"{args.out}: {args.cycle}, i-MiEV-like EV, {truth.duration_s:.0f} s, true distance "
+              f"{truth.distance_km:.3f} km, true pack energy {truth.energy_kwh:.3f} kWh ({truth.wh_per_km:.0f} Wh/km, "
+              f"{truth.energy_regen_kwh:.3f} kWh regenerated)", file=sys.stderr)
+        return 0
     truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
                       obd_poll_hz=0.0 if args.no_obd else 10.0)
     print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
@@ -328,23 +365,27 @@ def cmd_demo(args) -> int:
     import can
 
     from firmware_bridge.clock import ScaledClock
-    from firmware_bridge.sim import CYCLE_NAMES, CarConfig, SimulatedCar, load_cycle
+    from firmware_bridge.sim import CYCLE_NAMES, CarConfig, EvConfig, SimulatedCar, load_cycle
     from firmware_bridge.sinks.console import trips_table
 
     if args.cycle not in CYCLE_NAMES:
         raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
     config = _config(args)
-    config["obd"]["enabled"] = True
-    args.obd = True
+    config["obd"]["enabled"] = args.obd = not args.ev  # an EV broadcasts: nobody polls it
+    if args.ev:
+        args.vehicle = args.vehicle or "mitsubishi-i-miev"
     pipeline = _pipeline(args, config)
     clock = ScaledClock(args.speedup)
     channel = f"firmware-bridge-demo-{os.getpid()}"
     car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     cycle = load_cycle(args.cycle)
-    car = SimulatedCar(car_bus, CarConfig(), cycle, pid_set=args.pids, clock=clock, broadcast=False)
-    print(f"demo: simulated 658 cc kei car drives {args.cycle} ({cycle.duration_s:.0f} s) at {args.speedup:g}x "
-          f"on a virtual CAN bus; the agent polls OBD-II ({args.pids} PIDs)", file=sys.stderr)
+    car = SimulatedCar(car_bus, EvConfig() if args.ev else CarConfig(), cycle, pid_set=args.pids, clock=clock,
+                       broadcast=args.ev)
+    what = ("i-MiEV-like kei EV", "the agent reads its broadcast frames") if args.ev else (
+        "658 cc kei car", f"the agent polls OBD-II ({args.pids} PIDs)")
+    print(f"demo: simulated {what[0]} drives {args.cycle} ({cycle.duration_s:.0f} s) at {args.speedup:g}x "
+          f"on a virtual CAN bus; {what[1]}", file=sys.stderr)
     car.start()
     try:
         _live(args, config, agent_bus, clock, pipeline, f"the simulated car on virtual:{channel}",
@@ -356,13 +397,29 @@ def cmd_demo(args) -> int:
     print()
     print(trips_table(pipeline.stats()))
     truth = car.truth
+    if args.ev:
+        print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.energy_kwh:.3f} kWh out of the pack "
+              f"({truth.wh_per_km:.0f} Wh/km), {truth.energy_regen_kwh:.3f} kWh regenerated")
+        return 0
     print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.fuel_l:.3f} L "
           f"({truth.distance_km / truth.fuel_l:.1f} km/L)")
     return 0
 
 
+def cmd_fillup(args) -> int:
+    from firmware_bridge.calibration.commands import cmd_fillup as record_fillup
+
+    return record_fillup(args, _config(args))
+
+
+def cmd_calibration(args) -> int:
+    from firmware_bridge.calibration.commands import cmd_calibration as show_calibration
+
+    return show_calibration(args, _config(args))
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "report": cmd_report,
-            "decode": cmd_decode, "simulate": cmd_simulate}
+            "decode": cmd_decode, "simulate": cmd_simulate, "fillup": cmd_fillup, "calibration": cmd_calibration}
 
 
 def main(argv: list[str] | None = None) -> int:

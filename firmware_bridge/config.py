@@ -54,6 +54,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "token_file": ((str,), None),
         "timeout_s": (_NUMBER, 10.0),
     },
+    "calibration": {
+        "enabled": ((bool,), True),
+        "ledger": ((str,), None),
+        "min_intervals": ((int,), 2),
+    },
     "spool": {
         "path": ((str,), None),
         "max_mb": (_NUMBER, 256.0),

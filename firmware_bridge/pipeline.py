@@ -16,6 +16,8 @@ from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.analytics.tracker import TripTracker
 from firmware_bridge.decode.dbc import load_database
 from firmware_bridge.decode.decoder import FrameDecoder
+from firmware_bridge.decode.live import LiveDecoder
+from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.records import DecodedFrame, Sample
 from firmware_bridge.state.vehicle import VehicleState, load_signal_map
 from firmware_bridge.vehicles import VehicleProfile, load_vehicle
@@ -35,12 +37,16 @@ class Pipeline:
     def __init__(self, options: PipelineOptions | None = None) -> None:
         options = options or PipelineOptions()
         self.profile: VehicleProfile = load_vehicle(options.vehicle)
-        self.decoder = FrameDecoder(load_database(options.dbc_files))
         self.state = VehicleState(load_signal_map(options.signal_map))
+        # The profile's DBCs first, so a user's --dbc overrides a frame ID the profile's files define. Frames are
+        # decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
+        self.decoder: LiveDecoder | FrameDecoder = LiveDecoder(
+            load_database([*self.profile.dbc, *options.dbc_files]), self.state.wanted_signals())
         self.tracker = TripTracker(options.settings, self.profile)
         self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
+        self.obd_answers = ObdAnswers()  # multi-frame / multi-PID OBD-II answers -> single-PID frames
         self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
         self.bus_bits = 0
 
@@ -48,9 +54,20 @@ class Pipeline:
         self.last_t = msg.timestamp
         # Bits on the wire without stuffing: 47 overhead bits for an 11-bit frame, 67 for a 29-bit one.
         self.bus_bits += (67 if msg.is_extended_id else 47) + 8 * len(msg.data)
-        frame = self.decoder.decode(msg)
-        if frame is None:
-            return
+        parts = self.obd_answers.split(msg)
+        if parts is None:
+            self._decode(msg)
+        else:
+            for part in parts:
+                self._decode(part)
+
+    def _decode(self, msg: can.Message) -> None:
+        frame = self.decoder.decode_all(msg) if self.frame_listeners else self.decoder.decode(msg)
+        if frame is not None:
+            self.feed_frame(frame)
+
+    def feed_frame(self, frame: DecodedFrame) -> None:
+        """A decoded frame into the state and the analytics (log replay decodes whole blocks, then calls this)."""
         for listener in self.frame_listeners:
             listener(frame)
         values = self.state.values

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import can
 import pytest
@@ -41,9 +44,24 @@ def write_log(path, frames) -> None:
             logger.on_message_received(msg)
 
 
-def run_cli(*args: str, input_text: str | None = None, env_token: str | None = None) -> subprocess.CompletedProcess:
-    """The command as a user runs it; INFLUX_* from the test's environment never leak in."""
+#: The agent's state directory (spool, calibration ledger) for what the tests run: never the user's own.
+TEST_STATE_HOME = tempfile.mkdtemp(prefix="firmware-bridge-test-state-")
+atexit.register(shutil.rmtree, TEST_STATE_HOME, True)
+
+
+@pytest.fixture(autouse=True)
+def _test_state_home(monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", TEST_STATE_HOME)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
+def run_cli(*args: str, input_text: str | None = None, env_token: str | None = None,
+            state_home: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """The command as a user runs it; INFLUX_* from the test's environment never leak in, and the state
+    directory is the tests' own (``state_home``, or one shared by the session)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+    if state_home is not None:
+        env["XDG_STATE_HOME"] = str(state_home)
     if env_token is not None:
         env["INFLUX_TOKEN"] = env_token
     return subprocess.run([sys.executable, "-m", "firmware_bridge", *map(str, args)], capture_output=True,

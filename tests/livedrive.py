@@ -25,19 +25,21 @@ _channels = itertools.count()
 @dataclass
 class LiveDrive:
     pipeline: Pipeline
-    poller: ObdPoller
+    poller: ObdPoller | None
     truth: GroundTruth
     log_path: str | None
     outputs: Outputs | None = None  # still open: the caller closes it (and may wait for the sender)
 
 
 def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, settings=None,
-               start=1775034000.0, options=None, later=None, agent_config=None, during=None) -> LiveDrive:
+               start=1775034000.0, options=None, later=None, agent_config=None, during=None,
+               poll=True, broadcast=False) -> LiveDrive:
     """Drive ``cycle``; ``later=(cycle, offset_s)`` brings a second drive of the same car on the bus after a
     silence (the ECU is asleep in between). Ends when the last drive does.
 
     ``agent_config`` (a firmware_bridge.config dict) adds the agent's sinks (line-protocol file, InfluxDB through
-    the spool); ``during(car_time_s)`` is called on every tick, e.g. to stop a server mid-drive."""
+    the spool); ``during(car_time_s)`` is called on every tick, e.g. to stop a server mid-drive. ``poll=False``
+    leaves the agent passive (an EV: ``config=EvConfig()`` broadcasts, nobody polls)."""
     channel = f"test-live-{next(_channels)}"
     clock = ScaledClock(speedup, start=start)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -48,10 +50,11 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
     pipeline = Pipeline(options or PipelineOptions())
     values = pipeline.state.values
     poller = ObdPoller(agent_bus, settings or PollSettings(response_timeout_s=0.5), clock,
-                       engine_rpm=lambda: values.get("engine_rpm"), speed_kmh=lambda: values.get("speed_kmh"))
+                       engine_rpm=lambda: values.get("engine_rpm"),
+                       speed_kmh=lambda: values.get("speed_kmh")) if poll else None
     drives = [(cycle, 0.0)] + ([later] if later else [])
     car_buses = [can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) for _ in drives]
-    cars = [SimulatedCar(bus, config or CarConfig(), c, pid_set=pid_set, clock=clock, broadcast=False,
+    cars = [SimulatedCar(bus, config or CarConfig(), c, pid_set=pid_set, clock=clock, broadcast=broadcast,
                          start_time=start + offset_s) for bus, (c, offset_s) in zip(car_buses, drives)]
     stop = threading.Event()
     outputs = Outputs(pipeline, agent_config, "kei") if agent_config else None
@@ -64,11 +67,14 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
 
     for car in cars:
         car.start()
-    poller.start()
+    listeners = [poller] if poller else []
+    for listener in listeners:
+        listener.start()
     try:
-        run_live(agent_bus, pipeline, clock, stop, [poller], on_tick=until)
+        run_live(agent_bus, pipeline, clock, stop, listeners, on_tick=until)
     finally:
-        poller.stop()
+        for listener in listeners:
+            listener.stop()
         for car in cars:
             car.stop()
             assert car.error is None, car.error

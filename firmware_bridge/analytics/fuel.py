@@ -67,7 +67,7 @@ class FuelEstimator:
         if quantity == "maf_gps":
             cut = self.in_fuel_cut(values) or values.get("engine_rpm", 1.0) <= 0
             return [("maf", 0.0 if cut else fuel_lph_from_maf(value, self.lambda_(values)))]
-        if quantity == "map_kpa" and "engine_rpm" in values:
+        if quantity == "map_kpa" and "engine_rpm" in values and self.profile.displacement_l:
             rpm = values["engine_rpm"]
             if rpm <= 0 or self.in_fuel_cut(values):
                 return [("speed_density", 0.0)]

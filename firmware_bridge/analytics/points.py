@@ -20,7 +20,8 @@ from firmware_bridge.records import DecodedFrame, Point, Sample
 #: Quantities written on the vehicle measurement.
 VEHICLE_FIELDS = ("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
                   "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct", "engine_load_pct",
-                  "lambda", "oil_c", "ambient_c", "baro_kpa")
+                  "lambda", "oil_c", "ambient_c", "baro_kpa", "motor_rpm", "motor_temp_c", "range_km",
+                  "accel_pedal_pct", "cell_v_max", "cell_v_min")
 
 
 def economy_fields(km_per_l: float | None) -> dict[str, float]:
@@ -125,6 +126,8 @@ class PointEmitter:
         fields: dict[str, float | str] = {q: v for q, (t, v) in self._latest.items() if end - t <= self.hold_s}
         if not fields:
             return
+        if "battery_a" in fields and "battery_v" in fields:  # an EV's pack: power out, kW (negative = regen)
+            fields["battery_power_kw"] = -fields["battery_v"] * fields["battery_a"] / 1000.0
         best = self.pipeline.tracker.fuel_rate_lph()
         if best is not None:
             source, rate_lph = best

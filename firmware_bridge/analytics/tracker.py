@@ -17,7 +17,10 @@ from firmware_bridge.vehicles import VehicleProfile
 class TripTracker:
     def __init__(self, settings: AnalyticsSettings, profile: VehicleProfile) -> None:
         self.settings = settings
+        self.profile = profile
         self.fuel = FuelEstimator(profile)
+        #: Fuel source -> correction factor from fill-up calibration, taken by each trip as it starts.
+        self.fuel_corrections: dict[str, float] = {}
         self.trip: Trip | None = None
         self.finished: list[Trip] = []
         self.dropped_short = 0
@@ -51,7 +54,7 @@ class TripTracker:
                 return closed
             self._parked = False
             self._engine_off_since = None
-            trip = self.trip = Trip(t, self.settings, self.on_event)
+            trip = self.trip = Trip(t, self.settings, self.on_event, self.profile.catalog, self.fuel_corrections)
         trip.last_t = t
         if self._update_engine_off(sample, values) and t - self._engine_off_since >= self.settings.engine_off_s:
             return self._close(self._engine_off_since, parked=True) or closed
@@ -78,13 +81,15 @@ class TripTracker:
             trip.end = t
         elif q == "odometer_km":
             trip.add_odometer(sample.value)
-        elif q == "battery_a" and "battery_v" in values:
-            trip.add_battery_power(t, -values["battery_v"] * sample.value / 1000.0)
+        elif q == "battery_a" and "battery_v" in values:  # negative current = discharge: power out = -V*I
+            trip.add_battery_power(t, -values["battery_v"] * sample.value / 1000.0, values.get("speed_kmh", 0.0))
+        elif q == "soc_pct":
+            trip.add_soc(sample.value)
         if q == "engine_rpm" and sample.value > 0:
             trip.end = t
         speed = values.get("speed_kmh", 0.0)
         for source, rate_lph in self.fuel.estimates(q, sample.value, values):
-            self.latest_fuel_lph[source] = rate_lph
+            self.latest_fuel_lph[source] = rate_lph * trip.fuel_corrections.get(source, 1.0)
             trip.add_fuel(source, t, rate_lph, speed, running)
 
     def _close(self, end: float, parked: bool = False) -> Trip | None:

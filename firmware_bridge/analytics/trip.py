@@ -1,9 +1,11 @@
 """One trip's running totals, and the trip summary of the stats JSON contract (DESIGN §3).
 
 Everything is a running sum updated per sample (O(1)), and two trips can be merged into the total.
-Distance integrates speed by the trapezoid rule; fuel integrates each fuel-rate estimate the same way and is
-attributed to the speed band and domain the car is in; intervals longer than ``max_gap_s`` are counted as gaps,
-not integrated.
+Distance integrates speed by the trapezoid rule; fuel integrates each fuel-rate estimate the same way (times
+the fill-up calibration's correction for that source, fixed when the trip starts) and an EV's battery power
+likewise; both are attributed to the speed band and domain the car is in. Intervals longer than ``max_gap_s``
+are counted as gaps, not integrated. Economy is also given as a percentage of the vehicle profile's catalog
+WLTC figure (per domain against the WLTC phase Japanese catalogs quote for it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from firmware_bridge.analytics.dynamics import Dynamics, EventCallback
 from firmware_bridge.analytics.fuel import FUEL_SOURCES
 from firmware_bridge.analytics.settings import (
     SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_of, domain_of)
+from firmware_bridge.vehicles import Catalog
 
 
 class Integral:
@@ -40,34 +43,53 @@ class Integral:
         return dt, (last[1] + value) / 2 * dt
 
 
-class FuelTally:
-    """Fuel burnt according to one source, in total, at idle and per speed band/domain (litres)."""
+def _below_zero_area(v0: float, v1: float, dt: float) -> float:
+    """The part of the trapezoid from v0 to v1 over dt that lies below zero, as a positive number."""
+    if v0 >= 0 and v1 >= 0:
+        return 0.0
+    if v0 <= 0 and v1 <= 0:
+        return -(v0 + v1) / 2 * dt
+    low, high = min(v0, v1), max(v0, v1)
+    return dt * low * low / (2 * (high - low))  # the straight line crosses zero inside the interval
+
+
+class RateTally:
+    """A per-hour rate integrated over time: fuel (L/h -> L) or battery power (kW -> kWh).
+
+    Totals overall, while standing (idle) and per speed band/domain; what flowed back (negative rates: an EV's
+    regeneration) is also summed on its own, so the net total and the recovered part are both known.
+    """
 
     def __init__(self, max_gap_s: float) -> None:
         self.integral = Integral(max_gap_s)
-        self.total_l = 0.0
-        self.idle_l = 0.0
-        self.band_l: defaultdict[str, float] = defaultdict(float)
-        self.domain_l: defaultdict[str, float] = defaultdict(float)
+        self.total = 0.0
+        self.idle = 0.0
+        self.recovered = 0.0
+        self.band: defaultdict[str, float] = defaultdict(float)
+        self.domain: defaultdict[str, float] = defaultdict(float)
 
-    def add(self, t: float, rate_lph: float, band: str, domain: str, idle: bool) -> None:
-        step = self.integral.add(t, rate_lph)
+    def add(self, t: float, rate_per_h: float, band: str, domain: str, idle: bool) -> None:
+        last = self.integral.last
+        step = self.integral.add(t, rate_per_h)
         if step is None:
             return
-        litres = step[1] / k.S_PER_H
-        self.total_l += litres
-        self.band_l[band] += litres
-        self.domain_l[domain] += litres
+        dt, area = step
+        amount = area / k.S_PER_H
+        self.total += amount
+        self.band[band] += amount
+        self.domain[domain] += amount
         if idle:
-            self.idle_l += litres
+            self.idle += amount
+        if rate_per_h < 0 or last[1] < 0:
+            self.recovered += _below_zero_area(last[1], rate_per_h, dt) / k.S_PER_H
 
-    def absorb(self, other: "FuelTally") -> None:
-        self.total_l += other.total_l
-        self.idle_l += other.idle_l
-        for key, value in other.band_l.items():
-            self.band_l[key] += value
-        for key, value in other.domain_l.items():
-            self.domain_l[key] += value
+    def absorb(self, other: "RateTally") -> None:
+        self.total += other.total
+        self.idle += other.idle
+        self.recovered += other.recovered
+        for mine, theirs in ((self.band, other.band), (self.domain, other.domain)):
+            for key, value in theirs.items():
+                mine[key] += value
 
 
 def _iso(t: float) -> str:
@@ -83,9 +105,13 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 class Trip:
     """Running totals of one trip (or of several merged: the ``total``)."""
 
-    def __init__(self, start: float, settings: AnalyticsSettings, on_event: EventCallback | None = None) -> None:
+    def __init__(self, start: float, settings: AnalyticsSettings, on_event: EventCallback | None = None,
+                 catalog: Catalog | None = None, fuel_corrections: dict[str, float] | None = None) -> None:
         self.settings = settings
         self.on_event = on_event
+        self.catalog = catalog
+        #: Fuel source -> factor its estimates are multiplied by (fill-up calibration); {} = uncalibrated.
+        self.fuel_corrections = dict(fuel_corrections or {})
         self.start = self.end = self.last_t = start
         self.distance_km = 0.0
         self.moving_time_s = self.idle_time_s = 0.0
@@ -97,13 +123,15 @@ class Trip:
         self.band_km: defaultdict[str, float] = defaultdict(float)
         self.domain_time_s: defaultdict[str, float] = defaultdict(float)
         self.domain_km: defaultdict[str, float] = defaultdict(float)
-        self.fuel: dict[str, FuelTally] = {}
+        self.fuel: dict[str, RateTally] = {}
         self.dynamics = Dynamics(settings, on_event)
-        self.energy = Integral(settings.max_gap_s)
-        self.energy_kwh: float | None = None
+        self.energy: RateTally | None = None  # battery power (kW) integrated: kWh out of the pack, net
+        self.soc_first_pct: float | None = None
+        self.soc_last_pct: float | None = None
         self.odometer_first_km: float | None = None
         self.odometer_last_km: float | None = None
         self._merged_duration_s: float | None = None  # the total: trips' durations, not the span between
+        self._merged_count = 0
 
     # -- feeding ---------------------------------------------------------------------------------------
     def add_speed(self, t: float, speed_kmh: float, engine_running: bool) -> None:
@@ -136,14 +164,22 @@ class Trip:
     def add_fuel(self, source: str, t: float, rate_lph: float, speed_kmh: float, engine_running: bool) -> None:
         tally = self.fuel.get(source)
         if tally is None:
-            tally = self.fuel[source] = FuelTally(self.settings.max_gap_s)
+            tally = self.fuel[source] = RateTally(self.settings.max_gap_s)
         idle = engine_running and speed_kmh < STANDING_BELOW_KMH
+        rate_lph *= self.fuel_corrections.get(source, 1.0)
         tally.add(t, rate_lph, band_of(speed_kmh), domain_of(speed_kmh, self.settings), idle)
 
-    def add_battery_power(self, t: float, power_kw: float) -> None:
-        step = self.energy.add(t, power_kw)
-        if step is not None:
-            self.energy_kwh = (self.energy_kwh or 0.0) + step[1] / k.S_PER_H
+    def add_battery_power(self, t: float, power_kw: float, speed_kmh: float) -> None:
+        """Pack power out (kW, negative while regenerating or charging), attributed like fuel."""
+        if self.energy is None:
+            self.energy = RateTally(self.settings.max_gap_s)
+        self.energy.add(t, power_kw, band_of(speed_kmh), domain_of(speed_kmh, self.settings),
+                        speed_kmh < STANDING_BELOW_KMH)
+
+    def add_soc(self, soc_pct: float) -> None:
+        if self.soc_first_pct is None:
+            self.soc_first_pct = soc_pct
+        self.soc_last_pct = soc_pct
 
     def add_odometer(self, odometer_km: float) -> None:
         if self.odometer_first_km is None:
@@ -166,7 +202,7 @@ class Trip:
         for source in FUEL_SOURCES:
             if source in self.fuel:
                 return source
-        return "battery" if self.energy_kwh is not None else None
+        return "battery" if self.energy is not None else None
 
     def absorb(self, other: "Trip") -> None:
         """Add another trip's totals into this one (for the stats ``total``)."""
@@ -184,32 +220,67 @@ class Trip:
             for key, value in theirs.items():
                 mine[key] += value
         for source, tally in other.fuel.items():
-            self.fuel.setdefault(source, FuelTally(self.settings.max_gap_s)).absorb(tally)
+            self.fuel.setdefault(source, RateTally(self.settings.max_gap_s)).absorb(tally)
         self.dynamics.absorb(other.dynamics)
-        if other.energy_kwh is not None:
-            self.energy_kwh = (self.energy_kwh or 0.0) + other.energy_kwh
+        if other.energy is not None:
+            if self.energy is None:
+                self.energy = RateTally(self.settings.max_gap_s)
+            self.energy.absorb(other.energy)
+        self.catalog = self.catalog or other.catalog
+        if self._merged_count == 0:
+            self.fuel_corrections = dict(other.fuel_corrections)
+            self.soc_first_pct = other.soc_first_pct
+        else:  # a total over trips calibrated differently has no single correction to name
+            self.fuel_corrections = {s: f for s, f in self.fuel_corrections.items()
+                                     if other.fuel_corrections.get(s) == f}
+        self._merged_count += 1
+        self.soc_last_pct = other.soc_last_pct if other.soc_last_pct is not None else self.soc_last_pct
 
     @property
     def duration_s(self) -> float:
         return self.end - self.start if self._merged_duration_s is None else self._merged_duration_s
 
+    def _catalog_pct(self, domain: str | None, km_per_l: float | None, wh_per_km: float | None) -> float | None:
+        """Economy as % of the catalog figure, above 100 = better; for EVs km/kWh against the catalog's."""
+        if self.catalog is None:
+            return None
+        catalog_km_per_l = self.catalog.km_per_l(domain)
+        if km_per_l is not None and catalog_km_per_l:
+            return 100.0 * km_per_l / catalog_km_per_l
+        catalog_wh_per_km = self.catalog.wh_per_km(domain)
+        if wh_per_km and catalog_wh_per_km:
+            return 100.0 * catalog_wh_per_km / wh_per_km
+        return None
+
+    def _economy(self, domain: str | None, distance_km: float, fuel_l: float | None,
+                 energy_kwh: float | None) -> dict:
+        """km/L, Wh/km, km/kWh and catalog_pct of one part of the trip (a domain, or all of it)."""
+        km_per_l = _ratio(distance_km, fuel_l)
+        wh_per_km = _ratio(1000.0 * energy_kwh, distance_km) if energy_kwh is not None else None
+        return {"economy_km_per_l": km_per_l, "economy_wh_per_km": wh_per_km,
+                "economy_km_per_kwh": _ratio(distance_km, energy_kwh),
+                "catalog_pct": self._catalog_pct(domain, km_per_l, wh_per_km)}
+
     def summary(self) -> dict:
         """The TRIP object of the stats JSON (DESIGN §3): floats, null where the data cannot give them."""
         source = self.fuel_source
         tally = self.fuel.get(source) if source in FUEL_SOURCES else None
-        fuel_l = tally.total_l if tally else None
+        energy = self.energy
+        fuel_l = tally.total if tally else None
         distance_km = self.distance_km
         if not self.speed.last and self.odometer_distance_km is not None:
             distance_km = self.odometer_distance_km  # no speed signal: the odometer is all we have
-        km_per_l = _ratio(distance_km, fuel_l)
+        economy = self._economy(None, distance_km, fuel_l, energy.total if energy else None)
+        km_per_l = economy["economy_km_per_l"]
         price = self.settings.fuel_price_per_l
         domains = {}
         for domain in SPEED_DOMAINS:
-            domain_fuel = tally.domain_l.get(domain, 0.0) if tally else None
-            domains[domain] = {"time_s": self.domain_time_s.get(domain, 0.0),
-                               "distance_km": self.domain_km.get(domain, 0.0),
-                               "fuel_l": domain_fuel,
-                               "economy_km_per_l": _ratio(self.domain_km.get(domain, 0.0), domain_fuel)}
+            domain_km = self.domain_km.get(domain, 0.0)
+            domain_fuel = tally.domain.get(domain, 0.0) if tally else None
+            domain_kwh = energy.domain.get(domain, 0.0) if energy else None
+            domains[domain] = {"time_s": self.domain_time_s.get(domain, 0.0), "distance_km": domain_km,
+                               "fuel_l": domain_fuel, "energy_kwh": domain_kwh,
+                               **self._economy(domain, domain_km, domain_fuel, domain_kwh)}
         return {
             "start": _iso(self.start),
             "end": _iso(self.end),
@@ -219,10 +290,11 @@ class Trip:
             "distance_km": distance_km,
             "fuel_used_l": fuel_l,
             "fuel_source": source,
+            "fuel_correction": self.fuel_corrections.get(source) if tally else None,
             "economy_km_per_l": km_per_l,
             "economy_l_per_100km": _ratio(100.0 * fuel_l, distance_km) if fuel_l is not None else None,
             "economy_mpg_us": km_per_l * k.KM_PER_L_TO_MPG_US if km_per_l is not None else None,
-            "idle_fuel_l": tally.idle_l if tally else None,
+            "idle_fuel_l": tally.idle if tally else None,
             "co2_kg": fuel_l * k.CO2_KG_PER_L_GASOLINE if fuel_l is not None else None,
             "fuel_cost": fuel_l * price if fuel_l is not None and price is not None else None,
             "mean_speed_kmh": _ratio(distance_km, self.duration_s / k.S_PER_H),
@@ -231,13 +303,18 @@ class Trip:
             "gaps": float(self.gaps),
             "speed_bands": {label: {"time_s": self.band_time_s.get(label, 0.0),
                                     "distance_km": self.band_km.get(label, 0.0),
-                                    "fuel_l": tally.band_l.get(label, 0.0) if tally else None}
+                                    "fuel_l": tally.band.get(label, 0.0) if tally else None}
                             for _, label in SPEED_BANDS},
             "speed_domains": domains,
             "rpa_m_s2": self.dynamics.rpa_m_s2,
             "va_pos_95_m2_s3": self.dynamics.va_pos_95_m2_s3,
             "harsh_accel_events": float(self.dynamics.harsh_accel_events),
             "harsh_brake_events": float(self.dynamics.harsh_brake_events),
-            "energy_kwh": self.energy_kwh,
-            "economy_wh_per_km": _ratio(1000.0 * self.energy_kwh, distance_km) if self.energy_kwh is not None else None,
+            "energy_kwh": energy.total if energy else None,
+            "economy_wh_per_km": economy["economy_wh_per_km"],
+            "economy_km_per_kwh": economy["economy_km_per_kwh"],
+            "energy_regen_kwh": energy.recovered if energy else None,
+            "soc_start_pct": self.soc_first_pct,
+            "soc_end_pct": self.soc_last_pct,
+            "catalog_pct": economy["catalog_pct"],
         }

@@ -18,11 +18,19 @@ def bundled_dbc_path(name: str) -> Path:
     return Path(str(resources.files("firmware_bridge.dbc") / name))
 
 
+def _resolve(path: str | Path) -> Path:
+    """A file path, or the name of a bundled DBC (``mitsubishi_i_miev.dbc``: what vehicle profiles list)."""
+    path = Path(path)
+    if not path.is_file() and path.parent == Path(".") and bundled_dbc_path(path.name).is_file():
+        return bundled_dbc_path(path.name)
+    return path
+
+
 def load_database(user_dbcs: list[str | Path] = (), bundled: bool = True) -> cantools.database.Database:
     """One database holding every message; a later file's frame ID overrides an earlier one's."""
     db = cantools.database.Database()
     paths = [bundled_dbc_path(name) for name in BUNDLED_DBCS] if bundled else []
-    paths += [Path(p) for p in user_dbcs]
+    paths += [_resolve(p) for p in user_dbcs]
     for path in paths:
         if not path.is_file():
             raise InputError(f"{path}: DBC file not found")

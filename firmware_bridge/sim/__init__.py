@@ -7,6 +7,7 @@ distance and fuel, so every estimate the agent makes can be checked against what
 from firmware_bridge.sim.broadcast import BroadcastSchedule, bundled_dbc_path
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
 from firmware_bridge.sim.cycles import CYCLE_NAMES, Cycle, load_cycle
+from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvState, EvTruth
 from firmware_bridge.sim.obd import PID_SETS, ObdResponder, encode_response
 from firmware_bridge.sim.runner import SimulatedCar, generate_frames, write_log
 
@@ -17,6 +18,10 @@ __all__ = [
     "CarConfig",
     "CarState",
     "Cycle",
+    "ElectricKeiCar",
+    "EvConfig",
+    "EvState",
+    "EvTruth",
     "GroundTruth",
     "KeiCar",
     "ObdResponder",

@@ -75,10 +75,12 @@ class BroadcastFrame:
 class BroadcastSchedule:
     """When each broadcast frame is due (drive time, seconds) and its bytes for a given state."""
 
-    def __init__(self, dbc_path: str | Path | None = None) -> None:
+    def __init__(self, dbc_path: str | Path | None = None, signal_sources: dict[str, dict[str, str]] | None = None,
+                 ) -> None:
+        """The simulator's own frames by default; or another DBC with its message -> signal -> state map."""
         database = cantools.database.load_file(str(dbc_path or bundled_dbc_path(SIM_DBC_NAME)))
         frames = []
-        for index, (name, sources) in enumerate(_SIGNAL_SOURCES.items()):
+        for index, (name, sources) in enumerate((signal_sources or _SIGNAL_SOURCES).items()):
             message = database.get_message_by_name(name)
             if not message.cycle_time:
                 raise ValueError(f"{name}: no GenMsgCycleTime in the DBC")

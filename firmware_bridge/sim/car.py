@@ -168,23 +168,36 @@ class _Integrals:
     coolant_c: float = 0.0
 
 
-class KeiCar:
-    """The car on a cycle: `advance_to(t_s)` then read `state` and `truth` (t_s never goes backwards)."""
+class CycleFollower:
+    """A car that follows a cycle's speed exactly, its integrals advanced on a fixed time grid.
 
-    def __init__(self, config: CarConfig | None = None, cycle: Cycle | None = None) -> None:
-        if cycle is None:
-            raise ValueError("KeiCar needs a cycle (see firmware_bridge.sim.cycles.load_cycle)")
-        self.config = config or CarConfig()
+    Subclasses say what the car is at an instant (`_compose`) and how their integrals grow over a step
+    (`_step`); this class keeps the grid, so a trajectory never depends on when `advance_to` is called.
+    `advance_to(t_s)` then read `state` (t_s never goes backwards).
+    """
+
+    def __init__(self, cycle: Cycle, steps_per_s: int, integrals) -> None:
         self.cycle = cycle
-        n_samples = len(cycle.speeds_kmh)
-        rng = random.Random(self.config.seed)  # stdlib Mersenne Twister: same sequence on every platform
-        self._jitter = [rng.uniform(-1.0, 1.0) for _ in range(n_samples)]
-        self._stop_start_s, self._moved_before = _stationary_segments(cycle.speeds_kmh)
+        self._steps_per_s = steps_per_s
         self._step_index = 0
-        self._grid = _Integrals(coolant_c=self.config.ambient_c)
-        self._at_t = self._grid
+        self._grid = integrals
+        self._at_t = integrals
         self._t_s = 0.0
-        self._state = self._compose(0.0, self._grid)
+        self._state = self._compose(0.0, integrals)
+
+    def _compose(self, t_s: float, integrals):
+        raise NotImplementedError
+
+    def _step(self, start, mid, dt_s: float):
+        """The integrals after dt_s, given those at its start and the state at its midpoint."""
+        raise NotImplementedError
+
+    def _integrate(self, start, t0_s: float, t1_s: float):
+        """Midpoint rule: exact for distance (speed is linear within a step) and steady for the flows."""
+        dt_s = t1_s - t0_s
+        if dt_s <= 0.0:
+            return start
+        return self._step(start, self._compose((t0_s + t1_s) / 2.0, start), dt_s)
 
     @property
     def duration_s(self) -> float:
@@ -195,8 +208,58 @@ class KeiCar:
         return self._t_s >= self.cycle.duration_s
 
     @property
-    def state(self) -> CarState:
+    def state(self):
         return self._state
+
+    def advance_to(self, t_s: float):
+        """Integrate on the fixed grid up to t_s, then a partial step (not kept) so the state is exactly at t_s."""
+        if t_s < 0.0:  # before the drive: the car is parked, ignition off
+            return self._compose(t_s, self._grid)
+        if t_s <= self._t_s:
+            return self._state
+        self._t_s = t_s
+        t_end_s = min(t_s, self.cycle.duration_s)
+        steps_per_s = self._steps_per_s
+        last_step = math.floor(t_end_s * steps_per_s)
+        while self._step_index < last_step:
+            t0 = self._step_index / steps_per_s
+            self._step_index += 1
+            self._grid = self._integrate(self._grid, t0, self._step_index / steps_per_s)
+        self._at_t = self._integrate(self._grid, self._step_index / steps_per_s, t_end_s)
+        self._state = self._compose(t_s, self._at_t)
+        return self._state
+
+    def _accel_ms2(self, t_s: float) -> float:
+        """Slope of the 1 Hz segment starting at or before t_s (forward difference at the sample instants)."""
+        speeds = self.cycle.speeds_kmh
+        i = min(int(t_s), len(speeds) - 2)
+        return (speeds[i + 1] - speeds[i]) / KMH_PER_MS
+
+
+def road_load_power_w(mass_kg: float, drag_area_m2: float, rolling_resistance: float, baro_kpa: float,
+                      ambient_c: float, speed_kmh: float, accel_ms2: float) -> float:
+    """Power at the wheels: inertia + rolling resistance + aerodynamic drag (air density from baro and ambient)."""
+    speed_ms = speed_kmh / KMH_PER_MS
+    if speed_ms <= 0.0:
+        return 0.0
+    air_density_kg_m3 = baro_kpa * AIR_MOLAR_MASS_G_PER_MOL / (GAS_CONSTANT_J_PER_MOL_K * (ambient_c + ZERO_C_IN_K))
+    force_n = (mass_kg * accel_ms2 + rolling_resistance * mass_kg * STANDARD_GRAVITY_MS2
+               + 0.5 * air_density_kg_m3 * drag_area_m2 * speed_ms**2)
+    return force_n * speed_ms
+
+
+class KeiCar(CycleFollower):
+    """The petrol kei car on a cycle: `advance_to(t_s)` then read `state` and `truth`."""
+
+    def __init__(self, config: CarConfig | None = None, cycle: Cycle | None = None) -> None:
+        if cycle is None:
+            raise ValueError("KeiCar needs a cycle (see firmware_bridge.sim.cycles.load_cycle)")
+        self.config = config or CarConfig()
+        n_samples = len(cycle.speeds_kmh)
+        rng = random.Random(self.config.seed)  # stdlib Mersenne Twister: same sequence on every platform
+        self._jitter = [rng.uniform(-1.0, 1.0) for _ in range(n_samples)]
+        self._stop_start_s, self._moved_before = _stationary_segments(cycle.speeds_kmh)
+        super().__init__(cycle, self.config.steps_per_s, _Integrals(coolant_c=self.config.ambient_c))
 
     @property
     def truth(self) -> GroundTruth:
@@ -207,32 +270,9 @@ class KeiCar:
             idle_fuel_l=self._at_t.idle_fuel_l,
         )
 
-    def advance_to(self, t_s: float) -> CarState:
-        """Integrate on the fixed grid up to t_s, then a partial step (not kept) so the state is exactly at t_s."""
-        if t_s < 0.0:  # before the drive: the car is parked, ignition off
-            return self._compose(t_s, self._grid)
-        if t_s <= self._t_s:
-            return self._state
-        self._t_s = t_s
-        t_end_s = min(t_s, self.cycle.duration_s)
-        steps_per_s = self.config.steps_per_s
-        last_step = math.floor(t_end_s * steps_per_s)
-        while self._step_index < last_step:
-            t0 = self._step_index / steps_per_s
-            self._step_index += 1
-            self._grid = self._integrate(self._grid, t0, self._step_index / steps_per_s)
-        self._at_t = self._integrate(self._grid, self._step_index / steps_per_s, t_end_s)
-        self._state = self._compose(t_s, self._at_t)
-        return self._state
-
     # --- integration -------------------------------------------------------------------------------------
 
-    def _integrate(self, start: _Integrals, t0_s: float, t1_s: float) -> _Integrals:
-        """Midpoint rule: exact for distance (speed is linear within a step) and steady for the fuel flows."""
-        dt_s = t1_s - t0_s
-        if dt_s <= 0.0:
-            return start
-        mid = self._compose((t0_s + t1_s) / 2.0, start)
+    def _step(self, start: _Integrals, mid: CarState, dt_s: float) -> _Integrals:
         fuel_l = mid.fuel_rate_lph * dt_s / S_PER_H
         cfg = self.config
         heating_c = cfg.coolant_heating_c_per_l * fuel_l
@@ -305,12 +345,6 @@ class KeiCar:
             **common,
         )
 
-    def _accel_ms2(self, t_s: float) -> float:
-        """Slope of the 1 Hz segment starting at or before t_s (forward difference at the sample instants)."""
-        speeds = self.cycle.speeds_kmh
-        i = min(int(t_s), len(speeds) - 2)
-        return (speeds[i + 1] - speeds[i]) / KMH_PER_MS
-
     def _engine_running(self, t_s: float) -> bool:
         """Idle stop: off once stationary for idle_stop_delay_s after having moved; on as soon as the trace moves."""
         if not self.config.idle_stop:
@@ -369,20 +403,9 @@ class KeiCar:
         return cfg.ambient_c + max(0.0, warm_fraction) * (3.0 + 10.0 * math.exp(-speed_kmh / 25.0))
 
     def _wheel_power_w(self, speed_kmh: float, accel_ms2: float) -> float:
-        """Road load: inertia + rolling resistance + aerodynamic drag (ISO air density from baro and ambient)."""
         cfg = self.config
-        speed_ms = speed_kmh / KMH_PER_MS
-        if speed_ms <= 0.0:
-            return 0.0
-        air_density_kg_m3 = (
-            cfg.baro_kpa * AIR_MOLAR_MASS_G_PER_MOL / (GAS_CONSTANT_J_PER_MOL_K * (cfg.ambient_c + ZERO_C_IN_K))
-        )
-        force_n = (
-            cfg.mass_kg * accel_ms2
-            + cfg.rolling_resistance * cfg.mass_kg * STANDARD_GRAVITY_MS2
-            + 0.5 * air_density_kg_m3 * cfg.drag_area_m2 * speed_ms**2
-        )
-        return force_n * speed_ms
+        return road_load_power_w(cfg.mass_kg, cfg.drag_area_m2, cfg.rolling_resistance, cfg.baro_kpa, cfg.ambient_c,
+                                 speed_kmh, accel_ms2)
 
     def volumetric_efficiency_at(self, rpm: float) -> float:
         """True VE: peak at ve_peak_rpm, parabolic droop of ve_droop per ve_droop_span_rpm (floored at 2x)."""

@@ -1,7 +1,7 @@
 """Drive the simulated kei car: live on a python-can bus, or offline into a deterministic frame stream / log.
 
-Both paths share one KeiCar, ObdResponder and BroadcastSchedule, so a live demo and a recorded log of the
-same cycle carry the same physics; the offline path also plays the scan tool with the agent's own poll
+Both paths share one KeiCar, ObdResponder and BroadcastSchedule (or, given an EvConfig, the i-MiEV-like EV and
+its broadcast, with no OBD-II), so a live demo and a recorded log of the same cycle carry the same physics; the offline path also plays the scan tool with the agent's own poll
 schedule (discovery, then fast and slow PIDs) so a log looks like what the agent would record on a real car.
 """
 
@@ -21,6 +21,7 @@ from firmware_bridge.obd.pids import fast_and_slow
 from firmware_bridge.obd.poller import PollSchedule, PollSettings
 from firmware_bridge.sim.broadcast import BroadcastSchedule
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
+from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvTruth, imiev_broadcast_schedule
 from firmware_bridge.sim.cycles import Cycle, load_cycle
 from firmware_bridge.sim.obd import BITMAP_STRIDE, ObdResponder, obd_request
 
@@ -39,6 +40,16 @@ _MAX_RECV_WAIT_S = 0.02
 
 def _as_cycle(cycle: Cycle | str) -> Cycle:
     return load_cycle(cycle) if isinstance(cycle, str) else cycle
+
+
+def _car_parts(config: CarConfig | EvConfig | None, cycle: Cycle | str, pid_set, broadcast: bool,
+               ecu_tx_id: int = 0x7E8):
+    """(car, OBD responder or None, broadcast schedule or None): an EV broadcasts the i-MiEV's frames and
+    answers no OBD-II requests; the petrol car answers and broadcasts the simulator's own frames."""
+    if isinstance(config, EvConfig):
+        return ElectricKeiCar(config, _as_cycle(cycle)), None, imiev_broadcast_schedule() if broadcast else None
+    car = KeiCar(config, _as_cycle(cycle))
+    return car, ObdResponder(car, pid_set, ecu_tx_id), BroadcastSchedule() if broadcast else None
 
 
 class _ScanTool:
@@ -64,21 +75,21 @@ class DriveFrames(Iterator[can.Message]):
     def __init__(
         self,
         cycle: Cycle | str,
-        config: CarConfig | None = None,
+        config: CarConfig | EvConfig | None = None,
         pid_set: str | Iterable[int] = "map",
         broadcast: bool = True,
         obd_poll_hz: float = 10.0,
         start_time: float = 0.0,
     ) -> None:
-        self.car = KeiCar(config, _as_cycle(cycle))
-        self.responder = ObdResponder(self.car, pid_set)
-        self.schedule = BroadcastSchedule() if broadcast else None
+        self.car, self.responder, self.schedule = _car_parts(config, cycle, pid_set, broadcast)
+        if self.responder is None:
+            obd_poll_hz = 0.0
         self.start_time = start_time
         self._request_period_s = 1.0 / obd_poll_hz if obd_poll_hz > 0 else math.inf
         self._frames = self._drive()
 
     @property
-    def truth(self) -> GroundTruth:
+    def truth(self) -> GroundTruth | EvTruth:
         return self.car.truth
 
     def __next__(self) -> can.Message:
@@ -86,7 +97,7 @@ class DriveFrames(Iterator[can.Message]):
 
     def _drive(self) -> Iterator[can.Message]:
         duration_s = self.car.duration_s
-        scan_tool = _ScanTool(self.responder.supported)
+        scan_tool = _ScanTool(self.responder.supported if self.responder else ())
         request_count = 0
         pending: can.Message | None = None
         pending_t_s = math.inf
@@ -119,12 +130,12 @@ generate_frames = DriveFrames
 def write_log(
     path: str | Path,
     cycle_name: Cycle | str = "wltc",
-    config: CarConfig | None = None,
+    config: CarConfig | EvConfig | None = None,
     pid_set: str | Iterable[int] = "map",
     broadcast: bool = True,
     obd_poll_hz: float = 10.0,
     start_time: float = LOG_START_UNIX_S,
-) -> GroundTruth:
+) -> GroundTruth | EvTruth:
     """Record a simulated drive with can.Logger (format from the extension; candump `.log` is the usual one)."""
     frames = generate_frames(cycle_name, config, pid_set, broadcast, obd_poll_hz, start_time)
     with can.Logger(str(path)) as logger:
@@ -143,7 +154,7 @@ class SimulatedCar:
     def __init__(
         self,
         bus: can.BusABC,
-        config: CarConfig | None = None,
+        config: CarConfig | EvConfig | None = None,
         cycle: Cycle | str = "wltc",
         pid_set: str | Iterable[int] = "map",
         clock: RealClock | ScaledClock | None = None,
@@ -153,9 +164,7 @@ class SimulatedCar:
     ) -> None:
         self.bus = bus
         self.clock = clock or RealClock()
-        self._car = KeiCar(config, _as_cycle(cycle))
-        self._responder = ObdResponder(self._car, pid_set, ecu_tx_id)
-        self._schedule = BroadcastSchedule() if broadcast else None
+        self._car, self._responder, self._schedule = _car_parts(config, cycle, pid_set, broadcast, ecu_tx_id)
         self._start_time = start_time
         self._origin_s = 0.0
         self._lock = threading.Lock()
@@ -174,7 +183,7 @@ class SimulatedCar:
         return self._car.state
 
     @property
-    def truth(self) -> GroundTruth:
+    def truth(self) -> GroundTruth | EvTruth:
         with self._lock:
             return self._car.truth
 
@@ -220,10 +229,10 @@ class SimulatedCar:
                     next_event_s = min(next_event_s, self._schedule.next_due_s())
                 wait_s = min(_MAX_RECV_WAIT_S, max(0.0, (next_event_s - self._drive_time_s()) / speedup))
                 request = self.bus.recv(timeout=wait_s)
-                if request is not None:
-                    with self._lock:
-                        response = self._responder.respond(request, self._drive_time_s())
-                    if response is not None:
+                if request is not None and self._responder is not None:
+                    with self._lock:  # multi-PID requests too: first frame now, the rest after flow control
+                        responses = self._responder.respond_frames(request, self._drive_time_s())
+                    for response in responses:
                         self._send(response)
         except Exception as exc:  # noqa: BLE001 - a dead simulator must say why, not vanish
             self.error = exc

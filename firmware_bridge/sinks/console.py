@@ -33,7 +33,7 @@ class LiveView:
                  f"{_fmt(rate, '5.2f')} L/h ({best[0] if best else 'no fuel source'})",
                  f"{_fmt(inst, '5.1f')} km/L"]
         if trip is not None:
-            summary_fuel = trip.fuel.get(best[0]).total_l if best and best[0] in trip.fuel else None
+            summary_fuel = trip.fuel.get(best[0]).total if best and best[0] in trip.fuel else None
             parts.append(f"trip {trip.distance_km:6.2f} km {_fmt(summary_fuel, '.3f')} L "
                          f"{_fmt(trip.distance_km / summary_fuel if summary_fuel else None, '.1f')} km/L")
         return " | ".join(parts)
@@ -84,6 +84,11 @@ def trips_table(stats: dict) -> str:
                     f"harsh accel {total['harsh_accel_events']:.0f}, brake {total['harsh_brake_events']:.0f}   "
                     f"CO2 {_cell(total['co2_kg'], '.2f')} kg   idle fuel {_cell(total['idle_fuel_l'], '.3f')} L   "
                     f"gaps {total['gaps']:.0f}")
+        if total.get("energy_kwh") is not None:  # an EV: pack energy, DC
+            rows.append(f"energy {total['energy_kwh']:.3f} kWh ({_cell(total['energy_regen_kwh'], '.3f')} kWh "
+                        f"regenerated)   {_cell(total['economy_wh_per_km'], '.0f')} Wh/km   "
+                        f"{_cell(total['economy_km_per_kwh'], '.2f')} km/kWh   "
+                        f"SoC {_cell(total['soc_start_pct'], '.1f')} → {_cell(total['soc_end_pct'], '.1f')} %")
     f = stats["frames"]
     rows.append(f"frames: {f['total']} total, {f['decoded']} decoded, {f['unknown']} unknown, {f['malformed']} malformed")
     return "\n".join(rows)
@@ -101,12 +106,15 @@ class ReplayProgress:
         self.every_frames = every_frames
         self._started = time.monotonic()
 
-    def wrap(self, frames):
-        count = 0
-        for count, msg in enumerate(frames, 1):
-            if count % self.every_frames == 0:
+    def wrap(self, items, size=None):
+        """Yields the items (frames, or blocks of frames whose ``size(block)`` says how many) and shows progress."""
+        count = shown = 0
+        for item in items:
+            count += 1 if size is None else size(item)
+            if count - shown >= self.every_frames:
                 self._show(count)
-            yield msg
+                shown = count
+            yield item
         self._show(count)
         self.stream.write("\n")
 

@@ -1,0 +1,137 @@
+"""Replay speed: the fast path against the naive one, side by side in the same run, on a >= 1M-frame log.
+
+Naive: python-can's reader (candump lines checked by the same regular expression as before) and cantools
+``Message.decode`` per frame (``FrameDecoder``), feeding ``Pipeline.feed``: the agent's path before the fast
+one. Fast: ``read_blocks`` (numpy candump parser; BLF through python-can) and ``replay_blocks`` (compiled
+layouts, numpy per message). Both feed the same vehicle state and trip analytics; the stats JSON must come out
+identical or the benchmark fails. Stages are timed separately so the table shows where the time goes.
+
+Run: `make bench` or `.venv/bin/python benchmarks/bench_replay.py [--frames 1000000]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import can
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from support import WORK_DIR, repeated_drives_log, seconds, table  # noqa: E402
+
+from firmware_bridge.analytics.points import PointEmitter  # noqa: E402
+from firmware_bridge.decode.batch import BatchDecoder, replay_blocks  # noqa: E402
+from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
+from firmware_bridge.pipeline import Pipeline  # noqa: E402
+from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
+from firmware_bridge.sources.logs import LogProblems, read_logs  # noqa: E402
+
+
+def naive_pipeline() -> Pipeline:
+    pipeline = Pipeline()
+    pipeline.decoder = FrameDecoder(pipeline.decoder.db)
+    return pipeline
+
+
+def read_naive(path: Path) -> int:
+    return sum(1 for _ in read_logs([path], LogProblems()))
+
+
+def read_fast(path: Path) -> int:
+    return sum(len(block) for block in read_blocks([path], LogProblems()))
+
+
+def decode_naive(path: Path) -> int:
+    decoder = FrameDecoder(Pipeline().decoder.db)
+    for msg in read_logs([path], LogProblems()):
+        decoder.decode(msg)
+    return decoder.counts.decoded
+
+
+def decode_fast(path: Path) -> int:
+    pipeline = Pipeline()
+    batch = BatchDecoder(pipeline.decoder, pipeline.obd_answers)
+    for block in read_blocks([path], LogProblems()):
+        for _ in batch.frames(block):
+            pass
+    return batch.counts.decoded
+
+
+def stats_naive(path: Path, points: bool = False) -> str:
+    pipeline = naive_pipeline()
+    emitted = _count_points(pipeline) if points else None
+    problems = LogProblems()
+    pipeline.feed_all(read_logs([path], problems))
+    pipeline.finish()
+    return _result(pipeline, problems, emitted)
+
+
+def stats_fast(path: Path, points: bool = False) -> str:
+    pipeline = Pipeline()
+    emitted = _count_points(pipeline) if points else None
+    problems = LogProblems()
+    replay_blocks(pipeline, read_blocks([path], problems))
+    pipeline.finish()
+    return _result(pipeline, problems, emitted)
+
+
+def _count_points(pipeline: Pipeline) -> list:
+    """`replay`'s point stream (vehicle, trip, speed bands/domains, events), counted instead of written."""
+    points = [0]
+    emitter = PointEmitter(pipeline, lambda point: points.__setitem__(0, points[0] + 1), "kei")
+    pipeline.trip_listeners.append(lambda trip: emitter.flush())
+    return points
+
+
+def _result(pipeline: Pipeline, problems: LogProblems, points: list | None) -> str:
+    stats = pipeline.stats(problems.count)
+    if points is not None:
+        stats["points"] = points[0]
+    return json.dumps(stats)
+
+
+def blf_copy(path: Path, frames: int) -> Path:
+    blf = WORK_DIR / (path.stem + ".blf")
+    if not blf.exists():
+        partial = blf.with_suffix(".partial.blf")
+        with can.Logger(str(partial)) as logger:
+            for block in read_blocks([path], LogProblems()):
+                for row in range(len(block)):
+                    logger.on_message_received(block.message(row))
+        partial.rename(blf)
+    return blf
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1_000_000, help="at least this many frames (default 1M)")
+    parser.add_argument("--no-blf", action="store_true", help="skip the BLF rows (writing the BLF takes a while)")
+    args = parser.parse_args()
+    log, frames = repeated_drives_log(args.frames)
+    print(f"replay benchmark: {log} ({frames:,} frames, {log.stat().st_size / 2**20:.0f} MB; "
+          f"simulated WLTC drives, broadcast + OBD-II)", flush=True)
+    cases = [("read candump", read_naive, read_fast, log), ("read + decode candump", decode_naive, decode_fast, log),
+             ("stats candump", stats_naive, stats_fast, log),
+             ("replay candump (points counted)", lambda p: stats_naive(p, True), lambda p: stats_fast(p, True), log)]
+    if not args.no_blf:
+        blf = blf_copy(log, frames)
+        cases.append(("stats BLF", stats_naive, stats_fast, blf))
+    rows, failed = [], False
+    for name, naive, fast, path in cases:
+        naive_s, naive_out = seconds(naive, path)
+        fast_s, fast_out = seconds(fast, path)
+        same = naive_out == fast_out
+        failed |= not same
+        rows.append([name, f"{naive_s:.2f} s ({frames / naive_s / 1e3:,.0f} k/s)",
+                     f"{fast_s:.2f} s ({frames / fast_s / 1e3:,.0f} k/s)", f"{naive_s / fast_s:.1f}x",
+                     "identical" if same else "DIFFERENT"])
+        print(f"  {name}: naive {naive_s:.2f} s, fast {fast_s:.2f} s", flush=True)
+    print(table(["stage", "naive: python-can + cantools", "fast: numpy", "speed-up", "results"], rows))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

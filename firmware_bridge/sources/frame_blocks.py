@@ -1,0 +1,242 @@
+"""Logs as blocks of frames in numpy arrays, for replay: candump parsed without a Python object per line.
+
+A year of driving is tens of millions of frames; python-can's readers build a ``can.Message`` per frame (about
+5 µs each). Here a candump file is read in blocks of a few MB; lines of the usual ``candump -L`` shape are
+checked and parsed column-wise (lines of one length and layout at a time), and anything else goes through the
+same regular expression and python-can parser as :mod:`firmware_bridge.sources.logs`, so odd-but-valid lines
+still count and corrupt lines are reported with file and line exactly as before. Other formats (BLF, ASC, TRC,
+CSV) are read by python-can and packed into the same blocks. Memory stays bounded by the block size.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import can
+import numpy as np
+
+from firmware_bridge.sources.logs import _CANDUMP_LINE, LogProblems, check_logs, log_format, read_logs
+
+BLOCK_BYTES = 256 * 2**10  # small blocks keep RSS low and flat (benchmarks/bench_memory.py); speed is the same
+BLOCK_FRAMES = 8192  # for formats python-can reads
+CAN_ERR_FLAG, CAN_ERR_BUSERROR, ID_MASK = 0x20000000, 0x00000080, 0x1FFFFFFF
+#: Largest integer a double holds exactly: timestamps with more digits take the python-can path.
+_EXACT_INT = 2**53
+
+_HEX = np.full(256, 255, dtype=np.uint8)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _HEX[_c] = _i
+    _HEX[ord(chr(_c).upper())] = _i
+#: "(1712345678.123456) can0 7E8#04410C1F40555555" with an optional " R"/" T": the shape candump -L writes.
+_USUAL = re.compile(rb"\((\d+)\.(\d+)\) (\S+) ([0-9A-Fa-f]{1,8})#((?:[0-9A-Fa-f]{2})*)( [RrTt])?")
+
+
+@dataclass
+class FrameBlock:
+    """Consecutive frames of a log, in file order; ``data`` rows are zero-padded to the widest frame."""
+
+    t: np.ndarray  # float64, Unix seconds (exactly float() of the logged text)
+    frame_id: np.ndarray  # uint32
+    extended: np.ndarray  # bool
+    remote: np.ndarray  # bool
+    error: np.ndarray  # bool
+    length: np.ndarray  # int16, data bytes
+    data: np.ndarray  # uint8 (frames, width)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def message(self, row: int) -> can.Message:
+        """One frame as python-can's record (for the rare frames decoded one by one)."""
+        if self.error[row]:
+            return can.Message(timestamp=float(self.t[row]), is_error_frame=True)
+        return can.Message(timestamp=float(self.t[row]), arbitration_id=int(self.frame_id[row]),
+                           is_extended_id=bool(self.extended[row]), is_remote_frame=bool(self.remote[row]),
+                           dlc=int(self.length[row]), data=None if self.remote[row] else
+                           bytes(self.data[row, :self.length[row]]))
+
+
+def block_of_messages(messages: list[can.Message]) -> FrameBlock:
+    width = max([8, *(len(m.data) for m in messages)])
+    data = np.zeros((len(messages), width), dtype=np.uint8)
+    for row, msg in enumerate(messages):
+        if msg.data:
+            data[row, :len(msg.data)] = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    return FrameBlock(np.array([m.timestamp for m in messages], dtype=np.float64),
+                      np.array([m.arbitration_id for m in messages], dtype=np.uint32),
+                      np.array([m.is_extended_id for m in messages], dtype=bool),
+                      np.array([m.is_remote_frame for m in messages], dtype=bool),
+                      np.array([m.is_error_frame for m in messages], dtype=bool),
+                      np.array([len(m.data) for m in messages], dtype=np.int16), data)
+
+
+def _concat(parts: list[tuple[np.ndarray, FrameBlock]]) -> FrameBlock:
+    """Blocks of interleaved lines put back in line order (each part: the line index of each of its frames)."""
+    order = np.argsort(np.concatenate([lines for lines, _ in parts]), kind="stable")
+    width = max(block.data.shape[1] for _, block in parts)
+    data = np.concatenate([np.pad(b.data, ((0, 0), (0, width - b.data.shape[1]))) for _, b in parts])
+    fields = [np.concatenate([getattr(b, name) for _, b in parts])[order]
+              for name in ("t", "frame_id", "extended", "remote", "error", "length")]
+    return FrameBlock(*fields, data[order])
+
+
+class _Lines:
+    """A list of candump lines as the file python-can's reader wants (it closes its file when done)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.lines)
+
+    def close(self) -> None:
+        pass
+
+
+def _usual_lines(buf: np.ndarray, starts: np.ndarray, length: int, template: re.Match):
+    """Check and parse lines sharing the template's length and layout; returns (ok mask, FrameBlock of ok)."""
+    # One row per line, then columns made contiguous: every check and conversion below is a column operation.
+    cols = np.ascontiguousarray(np.lib.stride_tricks.sliding_window_view(buf, length)[starts].T)
+    int_digits, frac_digits = template.end(1) - template.start(1), template.end(2) - template.start(2)
+    ch0, ch1 = template.span(3)
+    id0, id1 = template.span(4)
+    d0, d1 = template.span(5)
+    fixed = {0: 40, template.end(1): 46, template.end(2): 41, ch0 - 1: 32, ch1: 32, id1: 35}  # ( . ) sp sp #
+    if template.group(6):
+        fixed[template.start(6)] = 32
+    digits = np.concatenate([np.arange(1, 1 + int_digits), np.arange(template.start(2), template.end(2))])
+    ok = np.ones(len(starts), dtype=bool)
+    for col, char in fixed.items():
+        ok &= cols[col] == char
+    digit_values = cols[digits] - np.uint8(48)
+    ok &= (digit_values < 10).all(axis=0)
+    ok &= ((cols[ch0:ch1] > 32) & (cols[ch0:ch1] < 127)).all(axis=0)
+    nibbles = _HEX[cols[id0:d1]]
+    nibbles[id1 - id0] = 0  # the '#'
+    ok &= (nibbles < 16).all(axis=0)
+    if template.group(6):
+        ok &= np.isin(cols[length - 1], np.frombuffer(b"RrTt", dtype=np.uint8))
+    if not ok.all():
+        digit_values, nibbles = digit_values[:, ok], nibbles[:, ok]
+    scaled = np.zeros(digit_values.shape[1], dtype=np.int64)
+    for row in digit_values:
+        scaled *= 10
+        scaled += row
+    exact = scaled < _EXACT_INT  # more digits than a double holds: python-can's path
+    t = scaled / float(10 ** frac_digits)  # one correctly rounded division: float() of the text, exactly
+    ids = np.zeros(len(scaled), dtype=np.uint64)
+    for row in nibbles[:id1 - id0]:
+        ids <<= np.uint64(4)
+        ids |= row
+    payload = nibbles[id1 - id0 + 1:]
+    data = ((payload[0::2] << 4) | payload[1::2]).T
+    error = ((ids & CAN_ERR_FLAG) != 0) & ((ids & CAN_ERR_BUSERROR) != 0)
+    count = len(scaled)
+    block = FrameBlock(t, np.where(error, 0, ids & ID_MASK).astype(np.uint32),
+                       np.full(count, id1 - id0 > 3) | error, np.zeros(count, dtype=bool), error,
+                       np.where(error, 0, (d1 - d0) // 2).astype(np.int16), np.ascontiguousarray(data))
+    if not exact.all():
+        ok[np.flatnonzero(ok)[~exact]] = False
+        block = FrameBlock(*(getattr(block, f)[exact] for f in
+                             ("t", "frame_id", "extended", "remote", "error", "length", "data")))
+    return ok, block
+
+
+def _parse_chunk(chunk: bytes, first_line: int, path: Path, problems: LogProblems) -> FrameBlock | None:
+    if b"\r" in chunk:  # universal newlines, as text mode reads them (line numbers included)
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts
+    hashes = np.flatnonzero(buf == 35)
+    hash_line = np.searchsorted(ends, hashes)
+    per_line = np.bincount(hash_line, minlength=len(ends))
+    first_hash = np.full(len(ends), -1)
+    first_hash[hash_line[::-1]] = hashes[::-1] - starts[hash_line[::-1]]
+    key = np.where(per_line == 1, lengths * 4096 + first_hash, -1)
+    parts: list[tuple[np.ndarray, FrameBlock]] = []
+    slow = np.zeros(len(ends), dtype=bool)
+    for value in np.unique(key):
+        rows = np.flatnonzero(key == value)
+        template = _USUAL.fullmatch(chunk[starts[rows[0]]:ends[rows[0]]]) if value >= 0 else None
+        if template is None or len(template.group(1)) + len(template.group(2)) > 18:  # beyond int64 digits
+            slow[rows] = True
+            continue
+        ok, block = _usual_lines(buf, starts[rows], int(lengths[rows[0]]), template)
+        slow[rows[~ok]] = True
+        if len(block):
+            parts.append((rows[ok], block))
+    parts += _other_lines(chunk, starts, ends, np.flatnonzero(slow), first_line, path, problems)
+    return _concat(parts) if parts else None
+
+
+def _other_lines(chunk: bytes, starts, ends, rows, first_line: int, path: Path, problems: LogProblems):
+    """Lines of another shape: the checked python-can path, line by line, in line order."""
+    good_rows, good_lines = [], []
+    for row in rows.tolist():
+        text = chunk[starts[row]:ends[row]].decode("ascii", errors="replace").strip()
+        if not text:
+            continue
+        if _CANDUMP_LINE.fullmatch(text):
+            good_rows.append(row)
+            good_lines.append(text)
+        else:
+            problems.add(f"{path}:{first_line + row}", f"not a candump line: {text[:60]!r}")
+    if not good_lines:
+        return []
+    return [(np.array(good_rows), block_of_messages(list(can.CanutilsLogReader(_Lines(good_lines)))))]
+
+
+def _candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    line = 1
+    count = 0
+    try:
+        with opener(path, "rb") as f:
+            rest = b""
+            while True:
+                chunk = f.read(BLOCK_BYTES)
+                data = rest + chunk
+                if not chunk:
+                    if not data:
+                        return
+                    data += b"\n"
+                cut = data.rfind(b"\n") + 1
+                data, rest = data[:cut], data[cut:]
+                if data:
+                    block = _parse_chunk(data, line, path, problems)
+                    line += data.count(b"\n")
+                    if b"\r" in data:  # lone CRs end lines too
+                        line += data.count(b"\r") - data.count(b"\r\n")
+                    if block is not None:
+                        count += len(block)
+                        yield block
+                if not chunk:
+                    return
+    except (OSError, EOFError) as exc:
+        problems.add(f"{path}", f"unreadable after {count} frames: {exc}")
+
+
+def _python_can_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
+    batch: list[can.Message] = []
+    for msg in read_logs([path], problems):
+        batch.append(msg)
+        if len(batch) == BLOCK_FRAMES:
+            yield block_of_messages(batch)
+            batch = []
+    if batch:
+        yield block_of_messages(batch)
+
+
+def read_blocks(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[FrameBlock]:
+    """Every frame of every log, in file order, as blocks; unreadable parts counted in ``problems``."""
+    for path in check_logs(paths):
+        if log_format(path) == ".log":
+            yield from _candump_blocks(path, problems)
+        else:
+            yield from _python_can_blocks(path, problems)
