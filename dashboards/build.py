@@ -141,6 +141,14 @@ def efficiency() -> dict:
     lay.add(panel("timeseries", "Economy by month (km/L)",
                   [f'SELECT sum("distance_km") / sum("fuel_used_l") AS "km_per_l" FROM "trip" {WHERE} '
                    'GROUP BY time(30d), "vehicle" fill(none)'], drawStyle="bars"), 12)
+    lay.add(panel("timeseries", "Economy against the catalog (% of the profile's WLTC figure)",
+                  [f'SELECT "catalog_pct" FROM "trip" {WHERE}'], "percent", drawStyle="points",
+                  description="Per trip: 100 % = the catalog's combined WLTC km/L; per-phase figures where the "
+                  "vehicle profile has them are in the speed_domain points."), 12)
+    lay.add(panel("timeseries", "Estimated vs pumped km/L (full-tank fill-ups)",
+                  [f'SELECT "pumped_km_per_l" AS "pumped", "estimated_km_per_l" AS "estimated" FROM "calibration" {WHERE}'],
+                  drawStyle="points", description="Between two full-tank fill-ups: the agent's estimate against the "
+                  "pump; their ratio is the correction the agent applies (firmware-bridge calibration)."), 12)
     lay.add(panel("stat", "Idle fuel",
                   [f'SELECT sum("idle_fuel_l") AS "idle_l", 100 * sum("idle_fuel_l") / sum("fuel_used_l") AS "idle_share_pct" '
                    f'FROM "trip" {WHERE}'], result="table"), 6)

@@ -31,10 +31,17 @@ def filled(influx, tmp_path_factory):
     # 10 s without data in the middle of the drive: a gap event
     log.write_text("".join(l for l in lines if not 600 <= float(l[1:l.index(")")]) - t0 < 610))
     config = tmp / "agent.toml"
-    config.write_text(f'[spool]\npath = "{tmp / "spool.db"}"\nflush_s = 0.2\n[analytics]\nfuel_price_per_l = 172.0\n')
-    result = run_cli("replay", log, "--influx-url", influx.url, "--influx-api", "v1", "--influx-bucket", db,
-                     "--vehicle-id", VEHICLE_ID, "--config", config)
+    config.write_text(f'[spool]\npath = "{tmp / "spool.db"}"\nflush_s = 0.2\n[analytics]\nfuel_price_per_l = 172.0\n'
+                      f'[calibration]\nledger = "{tmp / "ledger.db"}"\n')
+    target = ["--influx-url", influx.url, "--influx-api", "v1", "--influx-bucket", db, "--vehicle-id", VEHICLE_ID,
+              "--config", config]
+    # a full tank before the drive and after it: one fill-up interval, estimated vs pumped km/L
+    fillup = run_cli("fillup", "--litres", "20", "--odometer", "12345", "--time", "2026-04-01T08:50:00", *target)
+    assert fillup.returncode == 0, fillup.stderr
+    result = run_cli("replay", log, "--vehicle", "suzuki-alto", *target)  # a profile with a catalog figure
     assert result.returncode == 0, result.stderr
+    fillup = run_cli("fillup", "--litres", "1.2", "--odometer", "12369", "--time", "2026-04-01T09:30:40", *target)
+    assert fillup.returncode == 0, fillup.stderr
     first = influx.rows('SELECT first("speed_kmh") FROM "vehicle"', db)[0]["time"]
     last = influx.rows('SELECT last("speed_kmh") FROM "vehicle"', db)[0]["time"]
     return db, first - 60_000, last + 60_000
