@@ -6,7 +6,8 @@
   hour of simulated driving (WLTC 3b twice, broadcast + OBD-II traffic). To take a minute instead of an hour,
   a sender thread plays the recorded drive at 8,750 frames/s (a saturated 1 Mbit/s bus, about 65x real time)
   with the frames' own car-time stamps, and the agent's clock is the car's time: trips, intervals, points and
-  silence checks all run on car time exactly as in a real hour. RSS is sampled every 0.25 s of wall time.
+  silence checks all run on car time exactly as in a real hour. RSS is sampled every 0.25 s of wall time; it
+  includes the sender thread (reading the log in 64 KB blocks).
 Growth is last sample / first sample after a warm-up (the first 10 % of the run), in %.
 
 Run: `make bench` or `.venv/bin/python benchmarks/bench_memory.py [--frames 2400000]`.
@@ -29,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import Sender, hour_drive_log, live_agent, repeated_drives_log, table  # noqa: E402
 
-from firmware_bridge.decode.batch import replay_blocks  # noqa: E402
+from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.health import rss_mb  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
+from firmware_bridge.sources import frame_blocks  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
 from firmware_bridge.sources.live import run_live  # noqa: E402
 from firmware_bridge.sources.logs import LogProblems  # noqa: E402
@@ -79,6 +81,7 @@ def replay_rss(frames: int) -> list[str]:
 
 def live_rss() -> list[str]:
     log = hour_drive_log()
+    frame_blocks.BLOCK_BYTES = 2**16  # the sender's reads: small, so the car's buffers hardly weigh on the RSS
     channel = f"bench-memory-{time.monotonic_ns()}"
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)

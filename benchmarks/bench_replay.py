@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support import WORK_DIR, repeated_drives_log, seconds, table  # noqa: E402
 
 from firmware_bridge.analytics.points import PointEmitter  # noqa: E402
-from firmware_bridge.decode.batch import BatchDecoder, replay_blocks  # noqa: E402
+from firmware_bridge.decode.batch import BatchDecoder  # noqa: E402
+from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402

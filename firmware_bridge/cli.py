@@ -158,7 +158,7 @@ def _pipeline(args, config):
 
 def _replay(pipeline, logs, progress: bool = False) -> int:
     """Logs read and decoded in blocks (numpy; identical to python-can + cantools, tested), fed in file order."""
-    from firmware_bridge.decode.batch import replay_blocks
+    from firmware_bridge.replay import replay_blocks
     from firmware_bridge.sinks.console import ReplayProgress
     from firmware_bridge.sources.frame_blocks import read_blocks
     from firmware_bridge.sources.logs import LogProblems, report_problems

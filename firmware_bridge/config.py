@@ -64,7 +64,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "max_mb": (_NUMBER, 256.0),
         "max_age_days": (_NUMBER, 30.0),
         "queue_points": ((int,), 100_000),
-        "flush_s": (_NUMBER, 1.0),
+        "flush_s": (_NUMBER, 0.02),
         "batch_points": ((int,), 5000),
         "drain_s": (_NUMBER, 5.0),
     },

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 
 import can
 import pytest
 
 from conftest import T0, obd_drive, obd_response, run_cli, write_log
-from firmware_bridge.decode.batch import replay_blocks
+from firmware_bridge.analytics.settings import AnalyticsSettings
+from firmware_bridge.replay import replay_blocks
 from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.sim import load_cycle
@@ -25,27 +27,45 @@ from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems, read_logs
 
 
-def reference(paths, vehicle=None) -> tuple[str, list[str]]:
-    pipeline = Pipeline(PipelineOptions(vehicle=vehicle))
+def _pipeline(vehicle=None, settings=None, corrections=None) -> Pipeline:
+    pipeline = Pipeline(PipelineOptions(vehicle=vehicle, settings=settings or AnalyticsSettings()))
+    pipeline.tracker.fuel_corrections.update(corrections or {})
+    return pipeline
+
+
+def reference(paths, **options) -> tuple[str, list[str], int]:
+    """(stats JSON, problems reported, samples the analytics were fed) the per-frame python-can/cantools way."""
+    pipeline = _pipeline(**options)
     pipeline.decoder = FrameDecoder(pipeline.decoder.db)
+    fed = [0]
+    feed = pipeline.tracker.feed
+
+    def counting_feed(sample, values):
+        fed[0] += 1
+        return feed(sample, values)
+
+    pipeline.tracker.feed = counting_feed
     problems = LogProblems(max_examples=50)
     pipeline.feed_all(read_logs(paths, problems))
     pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples
+    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fed[0]
 
 
-def fast(paths, vehicle=None) -> tuple[str, list[str]]:
-    pipeline = Pipeline(PipelineOptions(vehicle=vehicle))
+def fast(paths, **options) -> tuple[str, list[str], int]:
+    """(stats JSON, problems reported, samples fast-forwarded) the way `stats` replays now."""
+    pipeline = _pipeline(**options)
     problems = LogProblems(max_examples=50)
-    replay_blocks(pipeline, read_blocks(paths, problems))
+    fast_forwarded = replay_blocks(pipeline, read_blocks(paths, problems))
     pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples
+    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fast_forwarded
 
 
-def assert_same(paths, vehicle=None) -> dict:
-    expected, fast_result = reference(paths, vehicle), fast(paths, vehicle)
-    assert fast_result[1] == expected[1]
-    assert fast_result[0] == expected[0]
+def assert_same(paths, fast_forwarded_share: float = 0.0, **options) -> dict:
+    """Identical stats and problems; at least ``fast_forwarded_share`` of the samples took the numpy shortcut."""
+    expected, got = reference(paths, **options), fast(paths, **options)
+    assert got[1] == expected[1]
+    assert got[0] == expected[0]
+    assert got[2] >= fast_forwarded_share * expected[2], (got[2], expected[2])
     return json.loads(expected[0])
 
 
@@ -64,7 +84,7 @@ def broadcast_log(tmp_path_factory, part_cycle):
 
 
 def test_simulated_drive_with_broadcast_and_obd(broadcast_log):
-    stats = assert_same([broadcast_log])
+    stats = assert_same([broadcast_log], fast_forwarded_share=0.95)
     assert stats["frames"]["decoded"] > 80_000 and stats["trips"]
 
 
@@ -72,14 +92,66 @@ def test_simulated_drive_with_broadcast_and_obd(broadcast_log):
 def test_obd_only_drives(tmp_path, part_cycle, pid_set):
     path = tmp_path / f"{pid_set}.log"
     simulate_log(path, part_cycle, pid_set=pid_set, broadcast=False)
-    assert assert_same([path])["trips"][0]["fuel_source"] == pid_set
+    assert assert_same([path], fast_forwarded_share=0.9)["trips"][0]["fuel_source"] == pid_set
 
 
 def test_ev_drive(tmp_path, part_cycle):
     ev = pytest.importorskip("firmware_bridge.sim.ev")
     path = tmp_path / "ev.log"
     simulate_log(path, part_cycle, ev.EvConfig())
-    assert assert_same([path], vehicle="mitsubishi-i-miev")["frames"]["decoded"] > 0
+    assert assert_same([path], vehicle="mitsubishi-i-miev", fast_forwarded_share=0.9)["frames"]["decoded"] > 0
+
+
+def _edited(source, target, edit) -> None:
+    """A copy of a candump log with each line passed through edit(seconds into the drive, ID, line) -> line."""
+    lines = source.read_text().splitlines(keepends=True)
+    start = float(lines[0][1:lines[0].index(")")])
+    with open(target, "w") as out:
+        for line in lines:
+            t = float(line[1:line.index(")")]) - start
+            edited = edit(t, line.split()[2].split("#")[0], line)
+            if edited:
+                out.write(edited)
+
+
+def test_idle_stop_priority_switch_gaps_and_a_trip_split(tmp_path, broadcast_log):
+    """The edges the shortcut leaves to the per-frame path: rpm 0 at standstills (idle-stop), the broadcast
+    speed silent for a minute (the OBD-II answers take over after 2 s), 10 s with no frames (gaps), 310 s of
+    silence (two trips); with harsh-event thresholds low enough to count some, and fill-up corrections."""
+    def edit(t, frame_id, line):
+        if 350 <= t < 660 or 300 <= t < 310 or (frame_id == "1A0" and 200 <= t < 260):
+            return None
+        if frame_id == "180" and (t < 12 or 99 <= t < 138 or 567 <= t < 601):
+            return line[:line.index("#") + 1] + "0000" + line[line.index("#") + 5:]
+        return line
+
+    _edited(broadcast_log, tmp_path / "edges.log", edit)
+    stats = assert_same([tmp_path / "edges.log"], fast_forwarded_share=0.8,
+                        settings=AnalyticsSettings(harsh_accel_ms2=0.9, harsh_brake_ms2=0.9),
+                        corrections={"fuel_rate": 1.04, "speed_density": 0.97})
+    assert len(stats["trips"]) == 2 and stats["total"]["gaps"] >= 1
+    assert stats["total"]["harsh_accel_events"] > 0 and stats["total"]["harsh_brake_events"] > 0
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_randomly_edited_logs(tmp_path, broadcast_log, seed):
+    """Random silences, idle-stops and lost broadcast speed: wherever the edges fall, the same stats."""
+    rng = random.Random(seed)
+    windows = [(kind, start, start + rng.uniform(0.5, 40.0)) for kind, start in
+               ((rng.choice(("silence", "idle_stop", "no_speed", "no_engine")), rng.uniform(0, 700))
+                for _ in range(12))]
+
+    def edit(t, frame_id, line):
+        for kind, start, end in windows:
+            if start <= t < end:
+                if kind == "silence" or (kind, frame_id) in (("no_speed", "1A0"), ("no_engine", "180")):
+                    return None
+                if kind == "idle_stop" and frame_id == "180":
+                    line = line[:line.index("#") + 1] + "0000" + line[line.index("#") + 5:]
+        return line
+
+    _edited(broadcast_log, tmp_path / "random.log", edit)
+    assert_same([tmp_path / "random.log"], fast_forwarded_share=0.5)
 
 
 def test_two_logs_small_blocks_gz_and_blf(tmp_path, broadcast_log, monkeypatch):
@@ -89,8 +161,37 @@ def test_two_logs_small_blocks_gz_and_blf(tmp_path, broadcast_log, monkeypatch):
     gz.write_bytes(gzip.compress(broadcast_log.read_bytes()))
     blf = tmp_path / "drive.blf"
     write_log(blf, list(can.LogReader(str(broadcast_log)))[:30_000])
-    assert_same([broadcast_log, gz])
-    assert_same([blf])
+    assert_same([broadcast_log, gz], fast_forwarded_share=0.95)
+    assert_same([blf], fast_forwarded_share=0.9)
+
+
+def test_blf_frames_as_python_can_reads_them(tmp_path, trapezoid_drive):
+    """Regular containers (numpy) and odd ones (python-can's parser) alike: every field, every frame."""
+    frames = obd_drive(trapezoid_drive)
+    frames[100:100] = [
+        can.Message(timestamp=T0 + 100.5, arbitration_id=0x18DAF110, is_extended_id=True, data=[3, 0x41, 0x0D, 9]),
+        can.Message(timestamp=T0 + 100.6, arbitration_id=0x123, is_remote_frame=True, dlc=4),
+        can.Message(timestamp=T0 + 100.7, is_error_frame=True),
+        can.Message(timestamp=T0 + 100.8, arbitration_id=0x7E8, is_fd=True, data=bytes(range(12))),
+    ]
+    blf = tmp_path / "odd.blf"
+    write_log(blf, frames)
+    cut = tmp_path / "cut.blf"
+    cut.write_bytes(blf.read_bytes()[:-700])
+    for path in (blf, cut):
+        expected = list(read_logs([path], LogProblems()))
+        got = [(float(b.t[r]), int(b.frame_id[r]), bool(b.extended[r]), bool(b.remote[r]), bool(b.error[r]),
+                bytes(b.data[r, :b.length[r]])) for b in read_blocks([path], LogProblems()) for r in range(len(b))]
+        assert got == [(m.timestamp, m.arbitration_id, m.is_extended_id, m.is_remote_frame, m.is_error_frame,
+                        bytes(m.data)) for m in expected]
+        assert_same([path])
+
+
+def test_truncated_gzip_keeps_what_came_before(tmp_path, broadcast_log):
+    whole = gzip.compress(broadcast_log.read_bytes())
+    cut = tmp_path / "cut.log.gz"
+    cut.write_bytes(whole[:len(whole) // 3])
+    assert assert_same([cut])["frames"]["decoded"] > 10_000
 
 
 def test_corrupt_and_unusual_lines(tmp_path, trapezoid_drive):

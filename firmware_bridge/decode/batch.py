@@ -1,4 +1,4 @@
-"""Replay's decoder: a block of frames decoded per message with numpy, handed on frame by frame in file order.
+"""Replay's decoder: a block of frames decoded per message with numpy, read frame by frame or as columns.
 
 Frames are grouped by ID (OBD-II aliases share their message), checked for length, and each message's group is
 decoded at once by its compiled layout; multiplexed messages split their group by multiplexer value, level by
@@ -9,7 +9,7 @@ go through the one-frame decoder at their place in the stream: OBD-II answers th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -25,6 +25,7 @@ _POSITIVE_01 = pids.SERVICE_01 + pids.POSITIVE_RESPONSE_OFFSET
 _PID_BYTES = np.zeros(256, dtype=np.int16)
 for _pid, _n in pids.DATA_BYTES.items():
     _PID_BYTES[_pid] = _n
+
 
 class BatchDecoder:
     """Decodes :class:`FrameBlock` objects with the layouts and counts of a :class:`LiveDecoder`."""
@@ -187,15 +188,3 @@ def _dicts(names: tuple[str, ...], columns: list) -> list[dict]:
         [signal] = names
         return [{signal: value} for value in values[0]]
     return [dict(zip(names, row_values)) for row_values in zip(*values)]
-
-
-def replay_blocks(pipeline, blocks: Iterable[FrameBlock]) -> None:
-    """Log blocks through the pipeline: decoded per block, then fed frame by frame in file order."""
-    batch = BatchDecoder(pipeline.decoder, pipeline.obd_answers)
-    feed = pipeline.feed_frame
-    for block in blocks:
-        for frame in batch.frames(block, every_signal=bool(pipeline.frame_listeners)):
-            feed(frame)
-        if len(block):
-            pipeline.last_t = float(block.t[-1])
-            pipeline.bus_bits += int(np.where(block.extended, 67, 47).sum() + 8 * block.length.sum())

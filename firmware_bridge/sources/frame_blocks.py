@@ -19,9 +19,10 @@ from pathlib import Path
 import can
 import numpy as np
 
-from firmware_bridge.sources.logs import _CANDUMP_LINE, LogProblems, check_logs, log_format, read_logs
+from firmware_bridge.sources.logs import (
+    _CANDUMP_LINE, LogProblems, check_logs, log_format, read_logs, report_unreadable)
 
-BLOCK_BYTES = 256 * 2**10  # small blocks keep RSS low and flat (benchmarks/bench_memory.py); speed is the same
+BLOCK_BYTES = 2**20  # about 22k lines: RSS stays low and flat (benchmarks/bench_memory.py), numpy calls stay big
 BLOCK_FRAMES = 8192  # for formats python-can reads
 CAN_ERR_FLAG, CAN_ERR_BUSERROR, ID_MASK = 0x20000000, 0x00000080, 0x1FFFFFFF
 #: Largest integer a double holds exactly: timestamps with more digits take the python-can path.
@@ -192,20 +193,32 @@ def _other_lines(chunk: bytes, starts, ends, rows, first_line: int, path: Path, 
     return [(np.array(good_rows), block_of_messages(list(can.CanutilsLogReader(_Lines(good_lines)))))]
 
 
+def _read_chunk(f, size: int) -> tuple[bytes, Exception | None]:
+    """About ``size`` bytes, taken in the 8 KB steps a text-mode reader takes, and the error that stopped it:
+    a truncated .gz keeps every complete line before the damage, as the line-by-line reader did."""
+    pieces, total = [], 0
+    try:
+        while total < size:
+            piece = f.read1(8192)
+            if not piece:
+                break
+            pieces.append(piece)
+            total += len(piece)
+    except (OSError, EOFError) as exc:
+        return b"".join(pieces), exc
+    return b"".join(pieces), None
+
+
 def _candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    line = 1
-    count = 0
+    line, count, rest = 1, 0, b""
     try:
         with opener(path, "rb") as f:
-            rest = b""
             while True:
-                chunk = f.read(BLOCK_BYTES)
+                chunk, failure = _read_chunk(f, BLOCK_BYTES)
                 data = rest + chunk
-                if not chunk:
-                    if not data:
-                        return
-                    data += b"\n"
+                if not chunk and failure is None and data and not data.endswith(b"\n"):
+                    data += b"\n"  # the last line, without its newline
                 cut = data.rfind(b"\n") + 1
                 data, rest = data[:cut], data[cut:]
                 if data:
@@ -216,10 +229,12 @@ def _candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
                     if block is not None:
                         count += len(block)
                         yield block
+                if failure is not None:
+                    raise failure
                 if not chunk:
                     return
-    except (OSError, EOFError) as exc:
-        problems.add(f"{path}", f"unreadable after {count} frames: {exc}")
+    except Exception as exc:  # noqa: BLE001 - reported as read_logs reports it
+        report_unreadable(problems, path, count, exc)
 
 
 def _python_can_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
@@ -235,8 +250,13 @@ def _python_can_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock
 
 def read_blocks(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[FrameBlock]:
     """Every frame of every log, in file order, as blocks; unreadable parts counted in ``problems``."""
+    from firmware_bridge.sources.blf_blocks import blf_blocks  # it builds on this module's blocks
+
     for path in check_logs(paths):
-        if log_format(path) == ".log":
+        fmt = log_format(path)
+        if fmt == ".log":
             yield from _candump_blocks(path, problems)
+        elif fmt == ".blf":
+            yield from blf_blocks(path, problems)
         else:
             yield from _python_can_blocks(path, problems)

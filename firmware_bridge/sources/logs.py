@@ -103,10 +103,14 @@ def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[ca
             for msg in reader:
                 count += 1
                 yield msg
-        except (ValueError, IndexError, KeyError, OSError, EOFError, can.CanError) as exc:
-            problems.add(f"{path}", f"unreadable after {count} frames: {exc}")
-        except Exception as exc:  # python-can's readers raise assorted types on corrupt binary files
-            problems.add(f"{path}", f"unreadable after {count} frames: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - python-can's readers raise assorted types on corrupt files
+            report_unreadable(problems, path, count, exc)
+
+
+def report_unreadable(problems: LogProblems, path: Path, frames_before: int, exc: Exception) -> None:
+    """A log that stops being readable: counted once, with what was read before (the frames are kept)."""
+    known = isinstance(exc, (ValueError, IndexError, KeyError, OSError, EOFError, can.CanError))
+    problems.add(f"{path}", f"unreadable after {frames_before} frames: {exc if known else f'{type(exc).__name__}: {exc}'}")
 
 
 def report_problems(problems: LogProblems, stream=None) -> None:

@@ -1,7 +1,9 @@
 """The bounded in-memory hand-off between the pipeline and the spool.
 
 The bus thread must never wait for the disk: points go into a bounded queue and a writer thread commits them
-to the spool in batches (once a second, or sooner when a batch is full). If the disk cannot keep up and the
+to the spool in batches: ``flush_s`` after the first point of a batch, or sooner when a batch is full. The
+analytics emit their points in one burst per second, so a short ``flush_s`` keeps frame-to-spool latency low
+without adding commits (an SD card wears by commit count). If the disk cannot keep up and the
 queue fills, points are dropped and counted (live); a replay has no deadline, so it waits instead.
 """
 
@@ -19,7 +21,7 @@ from firmware_bridge.spool.store import Spool
 
 class SpoolWriter:
     def __init__(self, spool: Spool, on_commit: Callable[[], None], max_points: int = 100_000,
-                 flush_s: float = 1.0, batch_points: int = 5000, block_when_full: bool = False) -> None:
+                 flush_s: float = 0.02, batch_points: int = 5000, block_when_full: bool = False) -> None:
         self.spool, self.on_commit = spool, on_commit
         self.flush_s, self.batch_points, self.block_when_full = flush_s, batch_points, block_when_full
         self._queue: queue.Queue[str | None] = queue.Queue(max_points)

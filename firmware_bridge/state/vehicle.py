@@ -61,6 +61,10 @@ class VehicleState:
         """Signals something downstream uses, by message name (for decoders that extract only those)."""
         return {message: {signal for signal, _, _ in routes} for message, routes in self._routes.items()}
 
+    def routes(self) -> dict[str, list[tuple[str, str, int]]]:
+        """message -> [(signal, quantity, rank)] in the order :meth:`update` reads them (for batch replay)."""
+        return self._routes
+
     def update(self, frame: DecodedFrame) -> list[Sample]:
         routes = self._routes.get(frame.message)
         if not routes:
