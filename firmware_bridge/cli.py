@@ -303,7 +303,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
         obd = config["obd"]
         settings = PollSettings(max_requests_per_s=obd["max_requests_per_s"], fast_interval_s=obd["fast_interval_s"],
                                 slow_interval_s=obd["slow_interval_s"], response_timeout_s=obd["response_timeout_s"],
-                                request_id=obd["request_id"])
+                                request_id=obd["request_id"], max_pids_per_request=obd["max_pids_per_request"])
         values = pipeline.state.values
         poller = ObdPoller(bus, settings, clock, engine_rpm=lambda: values.get("engine_rpm"),
                            speed_kmh=lambda: values.get("speed_kmh"))

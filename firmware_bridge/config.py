@@ -30,6 +30,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "slow_interval_s": (_NUMBER, 5.0),
         "response_timeout_s": (_NUMBER, 0.1),
         "request_id": ((int,), 0x7DF),
+        "max_pids_per_request": ((int,), None),
     },
     "vehicle": {
         "profile": ((str,), None),
