@@ -76,7 +76,7 @@ class PointEmitter:
                  trip_update_s: float = 60.0, raw_signals: bool = False, hold_s: float = 5.0) -> None:
         self.pipeline, self.emit, self.vehicle_id = pipeline, emit, vehicle_id
         self.interval_s, self.trip_update_s = interval_s, trip_update_s
-        self._bucket: float | None = None
+        self._index: int | None = None  # the interval being filled: its start is index * interval_s
         # quantity -> (time, value): a polled quantity may skip an interval; its last value stands in for it
         # until it is older than hold_s, so dashboards get one complete point per interval.
         self._latest: dict[str, tuple[float, float]] = {}
@@ -89,10 +89,10 @@ class PointEmitter:
             pipeline.frame_listeners.append(self.on_frame)
 
     def on_sample(self, sample: Sample, values: dict[str, float]) -> None:
-        bucket = math.floor(sample.t / self.interval_s) * self.interval_s
-        if self._bucket is not None and bucket != self._bucket:
-            self.flush()
-        self._bucket = bucket
+        index = math.floor(sample.t / self.interval_s)
+        if self._index is not None and index != self._index:
+            self._flush_through(index)
+        self._index = index
         if sample.quantity in VEHICLE_FIELDS:
             self._latest[sample.quantity] = (sample.t, float(sample.value))
         trip = self.pipeline.tracker.trip
@@ -118,14 +118,27 @@ class PointEmitter:
         for point in points:
             self.emit(point)
 
-    def flush(self) -> None:
-        """Emit the interval being filled (at the end of input or on shutdown)."""
-        if self._bucket is None:
-            return
-        end = self._bucket + self.interval_s
-        fields: dict[str, float | str] = {q: v for q, (t, v) in self._latest.items() if end - t <= self.hold_s}
+    def _flush_through(self, index: int) -> None:
+        """Emit the interval just filled, then held points for the intervals since that had no sample of their
+        own (a polled quantity can skip a second), while the held values are fresh: one point per interval."""
+        last = self._index
+        self.flush()
+        for skipped in range(last + 1, index):
+            self._index = skipped
+            if not self.flush():
+                break
+        self._index = None
+
+    def flush(self) -> bool:
+        """Emit the interval being filled (also at the end of input or on shutdown); False if nothing is fresh."""
+        if self._index is None:
+            return False
+        start = self._index * self.interval_s
+        self._index = None
+        fields: dict[str, float | str] = {q: v for q, (t, v) in self._latest.items()
+                                          if start + self.interval_s - t <= self.hold_s}
         if not fields:
-            return
+            return False
         if "battery_a" in fields and "battery_v" in fields:  # an EV's pack: power out, kW (negative = regen)
             fields["battery_power_kw"] = -fields["battery_v"] * fields["battery_a"] / 1000.0
         best = self.pipeline.tracker.fuel_rate_lph()
@@ -136,5 +149,5 @@ class PointEmitter:
             speed = fields.get("speed_kmh")
             if speed and rate_lph > 0:
                 fields.update(economy_fields(float(speed) / rate_lph))
-        self.emit(Point("vehicle", self._bucket, fields, {"vehicle": self.vehicle_id}))
-        self._bucket = None
+        self.emit(Point("vehicle", start, fields, {"vehicle": self.vehicle_id}))
+        return True
