@@ -1,7 +1,7 @@
 """Memory: RSS over a long replay and over an hour of simulated live driving; both must stay flat.
 
-- Replay: `stats`' fast path over a multi-million-frame log (repeated simulated WLTC drives), RSS read after
-  every block. Blocks are a few MB, and the analytics keep running sums, so RSS must not grow with the log.
+- Replay: `replay --out`'s path (every point written to a line-protocol file) over a multi-million-frame log
+  (repeated simulated WLTC drives), RSS read after every block. Blocks are a few MB, and the analytics keep running sums, so RSS must not grow with the log.
 - Live: the daemon's path (python-can virtual bus -> Notifier -> Pipeline -> points -> SQLite spool) reads an
   hour of simulated driving (WLTC 3b twice, broadcast + OBD-II traffic). To take a minute instead of an hour,
   a sender thread plays the recorded drive at 8,750 frames/s (a saturated 1 Mbit/s bus, about 65x real time)
@@ -30,10 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import Sender, hour_drive_log, live_agent, repeated_drives_log, table  # noqa: E402
 
-from firmware_bridge.replay import replay_blocks  # noqa: E402
+from firmware_bridge.config import load_config  # noqa: E402
 from firmware_bridge.health import rss_mb  # noqa: E402
+from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
 from firmware_bridge.sources import frame_blocks  # noqa: E402
+from firmware_bridge.sinks.outputs import Outputs  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
 from firmware_bridge.sources.live import run_live  # noqa: E402
 from firmware_bridge.sources.logs import LogProblems  # noqa: E402
@@ -61,6 +63,7 @@ def growth_row(name: str, samples: list[float], detail: str) -> list[str]:
 
 
 def replay_rss(frames: int) -> list[str]:
+    """`replay --out points.lp`: the fast path with every point written to a line-protocol file."""
     log, count = repeated_drives_log(frames)
     samples: list[float] = []
 
@@ -69,14 +72,19 @@ def replay_rss(frames: int) -> list[str]:
             yield block
             samples.append(rss_mb())
 
-    pipeline = Pipeline()
-    samples.append(rss_mb())
-    started = time.perf_counter()
-    replay_blocks(pipeline, blocks())
-    pipeline.finish()
-    wall_s = time.perf_counter() - started
-    return growth_row("replay (stats fast path)", samples,
-                      f"{count:,} frames, {len(pipeline.trips)} trips, {wall_s:.0f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(None)
+        config["output"]["line_protocol"] = str(Path(tmp) / "points.lp")
+        pipeline = Pipeline()
+        outputs = Outputs(pipeline, config, "kei", replay=True)
+        samples.append(rss_mb())
+        started = time.perf_counter()
+        replay_blocks(pipeline, blocks())
+        pipeline.finish()
+        outputs.close()
+        wall_s = time.perf_counter() - started
+    return growth_row("replay (points to a file)", samples, f"{count:,} frames, {len(pipeline.trips)} trips, "
+                      f"{outputs.file.points_written:,} points, {wall_s:.0f} s")
 
 
 def live_rss() -> list[str]:

@@ -12,6 +12,7 @@ Run: `make bench` or `.venv/bin/python benchmarks/bench_replay.py [--frames 1000
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
+from firmware_bridge.sinks.line_protocol import to_line  # noqa: E402
 from firmware_bridge.sources.logs import LogProblems, read_logs  # noqa: E402
 
 
@@ -63,7 +65,7 @@ def decode_fast(path: Path) -> int:
 
 def stats_naive(path: Path, points: bool = False) -> str:
     pipeline = naive_pipeline()
-    emitted = _count_points(pipeline) if points else None
+    emitted = _points(pipeline) if points else None
     problems = LogProblems()
     pipeline.feed_all(read_logs([path], problems))
     pipeline.finish()
@@ -72,25 +74,27 @@ def stats_naive(path: Path, points: bool = False) -> str:
 
 def stats_fast(path: Path, points: bool = False) -> str:
     pipeline = Pipeline()
-    emitted = _count_points(pipeline) if points else None
+    emitted = _points(pipeline) if points else None
     problems = LogProblems()
     replay_blocks(pipeline, read_blocks([path], problems))
     pipeline.finish()
     return _result(pipeline, problems, emitted)
 
 
-def _count_points(pipeline: Pipeline) -> list:
-    """`replay`'s point stream (vehicle, trip, speed bands/domains, events), counted instead of written."""
-    points = [0]
-    emitter = PointEmitter(pipeline, lambda point: points.__setitem__(0, points[0] + 1), "kei")
+def _points(pipeline: Pipeline) -> list:
+    """`replay`'s point stream (vehicle, trip, speed bands/domains, events) as line protocol, kept in memory."""
+    lines: list[str] = []
+    emitter = PointEmitter(pipeline, lambda point: lines.append(to_line(point)), "kei")
     pipeline.trip_listeners.append(lambda trip: emitter.flush())
-    return points
+    return lines
 
 
 def _result(pipeline: Pipeline, problems: LogProblems, points: list | None) -> str:
+    """The stats JSON, and with points their count and a digest of each series' points in emitted order."""
     stats = pipeline.stats(problems.count)
     if points is not None:
-        stats["points"] = points[0]
+        series = sorted(points, key=lambda line: line.split(" ", 1)[0])  # stable: each series' own order kept
+        stats["points"] = {"count": len(points), "sha256": hashlib.sha256("\n".join(series).encode()).hexdigest()}
     return json.dumps(stats)
 
 
@@ -116,7 +120,7 @@ def main() -> int:
           f"simulated WLTC drives, broadcast + OBD-II)", flush=True)
     cases = [("read candump", read_naive, read_fast, log), ("read + decode candump", decode_naive, decode_fast, log),
              ("stats candump", stats_naive, stats_fast, log),
-             ("replay candump (points counted)", lambda p: stats_naive(p, True), lambda p: stats_fast(p, True), log)]
+             ("replay candump (points made)", lambda p: stats_naive(p, True), lambda p: stats_fast(p, True), log)]
     if not args.no_blf:
         blf = blf_copy(log, frames)
         cases.append(("stats BLF", stats_naive, stats_fast, blf))

@@ -24,8 +24,9 @@ class AgentHealth:
         self.spool, self.spool_writer, self.sender = spool, spool_writer, sender
         self._last: tuple[float, int, int] | None = None  # (frame time, frames, bits)
 
-    def point(self) -> Point | None:
-        t = self.pipeline.last_t
+    def point(self, t: float | None = None) -> Point | None:
+        """The health point at frame time ``t`` (default: the newest frame's)."""
+        t = self.pipeline.last_t if t is None else t
         if t is None:
             return None
         counts = self.pipeline.decoder.counts

@@ -46,6 +46,9 @@ class Pipeline:
         self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
+        # Owners of sample listeners that also take a replayed stretch of samples at once (``due_t`` and
+        # ``on_stretch``, see analytics/fastforward.py): replay fast-forwards only when every listener is one.
+        self.stretch_listeners: list = []
         self.obd_answers = ObdAnswers()  # multi-frame / multi-PID OBD-II answers -> single-PID frames
         self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
         self.bus_bits = 0

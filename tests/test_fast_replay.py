@@ -15,10 +15,13 @@ import can
 import pytest
 
 from conftest import T0, obd_drive, obd_response, run_cli, write_log
+from firmware_bridge.analytics.points import PointEmitter
 from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.replay import replay_blocks
 from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
+from firmware_bridge.records import Point
+from firmware_bridge.sinks.line_protocol import to_line
 from firmware_bridge.sim import load_cycle
 from firmware_bridge.sim import write_log as simulate_log
 from firmware_bridge.sim.cycles import Cycle
@@ -33,8 +36,9 @@ def _pipeline(vehicle=None, settings=None, corrections=None) -> Pipeline:
     return pipeline
 
 
-def reference(paths, **options) -> tuple[str, list[str], int]:
-    """(stats JSON, problems reported, samples the analytics were fed) the per-frame python-can/cantools way."""
+def reference(paths, **options) -> tuple[str, list[str], int, list[str]]:
+    """(stats JSON, problems reported, samples the analytics were fed, points `replay` writes) the per-frame
+    python-can/cantools way."""
     pipeline = _pipeline(**options)
     pipeline.decoder = FrameDecoder(pipeline.decoder.db)
     fed = [0]
@@ -45,27 +49,47 @@ def reference(paths, **options) -> tuple[str, list[str], int]:
         return feed(sample, values)
 
     pipeline.tracker.feed = counting_feed
+    points = _points(pipeline)
     problems = LogProblems(max_examples=50)
     pipeline.feed_all(read_logs(paths, problems))
     pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fed[0]
+    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fed[0], points()
 
 
-def fast(paths, **options) -> tuple[str, list[str], int]:
-    """(stats JSON, problems reported, samples fast-forwarded) the way `stats` replays now."""
+def fast(paths, points: bool = True, **options) -> tuple[str, list[str], int, list[str]]:
+    """(stats JSON, problems reported, samples fast-forwarded, points) the way `replay` (points=True) or
+    `stats` replays now."""
     pipeline = _pipeline(**options)
+    emitted = _points(pipeline) if points else list
     problems = LogProblems(max_examples=50)
     fast_forwarded = replay_blocks(pipeline, read_blocks(paths, problems))
     pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fast_forwarded
+    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fast_forwarded, emitted()
+
+
+def _points(pipeline):
+    """`replay`'s point stream (vehicle, trip, speed bands and domains, events) as line protocol, the way each
+    series receives it: points of one series (measurement + tags) in the order they were emitted."""
+    points: list[Point] = []
+    emitter = PointEmitter(pipeline, points.append, "kei")
+
+    def series() -> list[str]:
+        emitter.flush()
+        in_series = sorted(points, key=lambda p: (p.measurement, sorted(p.tags.items())))  # stable sort
+        return [to_line(point) for point in in_series]
+
+    return series
 
 
 def assert_same(paths, fast_forwarded_share: float = 0.0, **options) -> dict:
-    """Identical stats and problems; at least ``fast_forwarded_share`` of the samples took the numpy shortcut."""
-    expected, got = reference(paths, **options), fast(paths, **options)
-    assert got[1] == expected[1]
-    assert got[0] == expected[0]
-    assert got[2] >= fast_forwarded_share * expected[2], (got[2], expected[2])
+    """Identical stats, problems and points, with and without a point emitter listening; at least
+    ``fast_forwarded_share`` of the samples took the numpy shortcut either way."""
+    expected = reference(paths, **options)
+    for got in (fast(paths, points=False, **options), fast(paths, **options)):
+        assert sorted(got[1]) == sorted(expected[1])  # a block's bad lines come before its frames out of range
+        assert got[0] == expected[0]
+        assert got[2] >= fast_forwarded_share * expected[2], (got[2], expected[2])
+    assert got[3] == expected[3]
     return json.loads(expected[0])
 
 
@@ -213,7 +237,8 @@ def test_corrupt_and_unusual_lines(tmp_path, trapezoid_drive):
                     "(1775034011.300000) vcan0 7E8#03410D2", ]
     log.write_bytes(("\r\n".join(lines) + "\r\n").encode())
     stats = assert_same([log])
-    assert stats["frames"]["malformed"] >= 3
+    assert stats["frames"]["malformed"] >= 4  # 3 bad lines and a time past 2262, left out of the trips
+    assert [trip["start"][:4] for trip in stats["trips"]] == ["2026"]
 
 
 def test_multi_pid_and_iso_tp_answers(tmp_path, trapezoid_drive):

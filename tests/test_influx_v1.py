@@ -79,6 +79,10 @@ def test_replayed_log_lands_and_trip_equals_stats(influx, influx_db, tmp_path):
             assert stored[key] == pytest.approx(value, rel=1e-12), key
     first = influx.rows("SELECT first(speed_kmh) FROM vehicle", influx_db)[0]
     assert first["time"] == 1775034000000  # original timestamps, not the time of the replay
+    # the agent's health every 10 s of car time, each at its own time (a replayed block is ~90 s of driving)
+    duration_s = stats["trips"][0]["duration_s"]
+    agent_points = influx.rows("SELECT count(frames_total) FROM agent", influx_db)[0]["count"]
+    assert duration_s / 10 - 2 <= agent_points <= duration_s / 10 + 2
     # a second replay of the same log overwrites: the same number of points, not twice as many
     count = influx.rows("SELECT count(speed_kmh) FROM vehicle", influx_db)[0]["count"]
     assert run_cli("replay", log, "--influx-url", influx.url, "--influx-api", "v1", "--influx-bucket", influx_db,

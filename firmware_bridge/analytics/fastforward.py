@@ -11,18 +11,23 @@ shortcut through the same state, not a second set of rules for the edges. It rea
 state the trip's, dynamics' and tracker's own methods keep (their private fields included), so a change to
 those methods needs the same change here: tests/test_fast_replay.py holds the stats JSON of both paths to be
 identical on simulated petrol, OBD-only and EV drives and on logs edited to hit every edge.
+
+Listeners that turn samples into points (``replay``: a vehicle point a second, trip rewrites, agent health) take
+a stretch whole (:class:`Stretch`) and say from which frame time they need samples one by one again (``due_t``),
+so the points come out as the per-sample path makes them (same test file).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
 from firmware_bridge import constants as k
 from firmware_bridge.analytics.dynamics import VA_BIN_M2_S3, Dynamics
 from firmware_bridge.analytics.fuel import (
-    ENRICHMENT_MIN_LOAD_PCT, STATUS_OPEN_LOOP_LOAD_OR_CUT, fuel_lph_from_maf, maf_gps_speed_density)
+    ENRICHMENT_MIN_LOAD_PCT, FUEL_SOURCES, STATUS_OPEN_LOOP_LOAD_OR_CUT, fuel_lph_from_maf, maf_gps_speed_density)
 from firmware_bridge.analytics.settings import (
     RDE_POSITIVE_ACCEL_MS2, SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings)
 from firmware_bridge.analytics.trip import RateTally, Trip, _below_zero_area
@@ -88,7 +93,8 @@ def _add_rates(tally: RateTally, t: np.ndarray, rate: np.ndarray, band: np.ndarr
 
 
 def _add_dynamics(dynamics: Dynamics, t: np.ndarray, v: np.ndarray) -> None:
-    """Dynamics.add_speed for samples that follow its last one closely (no reset): 1 Hz resampling, RDE sums."""
+    """Dynamics.add_speed for samples that follow its last one closely (no reset): 1 Hz resampling, RDE sums,
+    harsh events (told to ``on_event`` as _count_harsh does)."""
     t_prev = np.concatenate(([dynamics._prev[0]], t[:-1]))
     v_prev = np.concatenate(([dynamics._prev[1]], v[:-1]))
     first = dynamics._next_grid
@@ -109,17 +115,25 @@ def _add_dynamics(dynamics: Dynamics, t: np.ndarray, v: np.ndarray) -> None:
         dynamics.va_pos_sum_m2_s2 = _sum_in_order(dynamics.va_pos_sum_m2_s2, va)
         dynamics.va_pos_bins.update(Counter((va / VA_BIN_M2_S3).astype(np.int64).tolist()))
         settings = dynamics.settings
-        dynamics.harsh_accel_events, dynamics._accel_armed = _episodes(
-            dynamics.harsh_accel_events, dynamics._accel_armed, accel >= settings.harsh_accel_ms2)
-        dynamics.harsh_brake_events, dynamics._brake_armed = _episodes(
-            dynamics.harsh_brake_events, dynamics._brake_armed, accel <= -settings.harsh_brake_ms2)
+        accel_starts, dynamics._accel_armed = _episodes(dynamics._accel_armed, accel >= settings.harsh_accel_ms2)
+        brake_starts, dynamics._brake_armed = _episodes(dynamics._brake_armed, accel <= -settings.harsh_brake_ms2)
+        dynamics.harsh_accel_events += len(accel_starts)
+        dynamics.harsh_brake_events += len(brake_starts)
+        if dynamics.on_event is not None and (len(accel_starts) or len(brake_starts)):
+            # window[j + 1] is the speed at grid[j + 2 - len(old window)] - 1 s: the middle of accel[j]'s three
+            events = sorted([(j, "harsh_accel") for j in accel_starts.tolist()]
+                            + [(j, "harsh_brake") for j in brake_starts.tolist()])
+            old = len(window) - len(speeds)
+            for j, kind in events:
+                dynamics._event(kind, float(grid[j + 2 - old]) - 1.0, float(window[j + 1]), float(accel[j]))
     dynamics._window = window[-2:].tolist()
 
 
-def _episodes(count: int, armed: bool, over: np.ndarray) -> tuple[int, bool]:
-    """One event per run of threshold crossings, re-armed below it (Dynamics._count_harsh)."""
+def _episodes(armed: bool, over: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Where runs of threshold crossings start while armed (one event each; re-armed below the threshold, as
+    Dynamics._count_harsh does) and whether it is armed after them."""
     armed_before = np.concatenate(([armed], ~over[:-1]))
-    return count + int((over & armed_before).sum()), not bool(over[-1])
+    return np.flatnonzero(over & armed_before), not bool(over[-1])
 
 
 def _add_speeds(trip: Trip, t: np.ndarray, v: np.ndarray, running: np.ndarray) -> None:
@@ -148,6 +162,34 @@ def _add_speeds(trip: Trip, t: np.ndarray, v: np.ndarray, running: np.ndarray) -
     trip.idle_time_s = _sum_in_order(trip.idle_time_s, dt[~moving & running])
 
 
+@dataclass
+class Stretch:
+    """The accepted samples of a fast-forwarded stretch, in the order the per-sample path feeds them."""
+
+    quantities: list[str]  # qid -> name
+    t: np.ndarray
+    qid: np.ndarray
+    value: np.ndarray
+    #: fuel source -> (positions of its input samples, the tracker's latest L/h after each): what
+    #: ``TripTracker.fuel_rate_lph`` answered along the stretch.
+    fuel_lph: dict[str, tuple[np.ndarray, np.ndarray]]
+    fuel_lph_before: dict[str, float]  # the tracker's latest L/h per source before the stretch
+
+    def fuel_rate_lph(self, positions: np.ndarray) -> list[tuple[str, float] | None]:
+        """``TripTracker.fuel_rate_lph()`` as it answered right after each of these samples."""
+        answers: list[tuple[str, float] | None] = [None] * len(positions)
+        for source in reversed(FUEL_SOURCES):  # worst first: a better source's estimate replaces it
+            before = self.fuel_lph_before.get(source)
+            values = [before] * len(positions)
+            if source in self.fuel_lph:
+                at, lph = self.fuel_lph[source]
+                last = np.searchsorted(at, positions, side="right") - 1
+                values = [value if j >= 0 else before
+                          for j, value in zip(last.tolist(), lph[np.maximum(last, 0)].tolist())]
+            answers = [(source, value) if value is not None else answer for answer, value in zip(answers, values)]
+        return answers
+
+
 class FastForward:
     """Applies steady stretches of a block's samples to the pipeline's tracker and its open trip."""
 
@@ -159,8 +201,16 @@ class FastForward:
 
     @staticmethod
     def usable(pipeline) -> bool:
-        """Only when nothing watches individual samples, frames or events (``stats``)."""
-        return not (pipeline.sample_listeners or pipeline.frame_listeners or pipeline.tracker.on_event)
+        """When nothing watches single frames and every sample listener also takes stretches (``stats``,
+        ``replay`` and ``report`` without raw signals)."""
+        owners = [getattr(listener, "__self__", None) for listener in pipeline.sample_listeners]
+        return not pipeline.frame_listeners and all(
+            any(owner is listener for listener in pipeline.stretch_listeners) for owner in owners)
+
+    def due_t(self) -> float | None:
+        """The first frame time from which a listener needs samples one by one (None: no such time)."""
+        due = [t for listener in self.pipeline.stretch_listeners if (t := listener.due_t()) is not None]
+        return min(due) if due else None
 
     # -- where stretches must stop -----------------------------------------------------------------------
     def breaks(self, samples: BlockSamples) -> np.ndarray:
@@ -178,7 +228,7 @@ class FastForward:
         rpm_now = np.where(np.isnan(rpm), 1.0, rpm)  # values.get("engine_rpm", 1.0)
         speed_now = np.where(np.isnan(speed), 0.0, speed)
         out |= engine_inputs & (rpm_now <= 0) & (speed_now < STANDING_BELOW_KMH)
-        for q in np.unique(qid).tolist():  # a quantity's first value changes which rules apply
+        for q in np.flatnonzero(np.bincount(qid, minlength=len(names))).tolist():  # a first value changes the rules
             if names[q] not in self.state.values:
                 out[np.argmax(qid == q)] = True
         if "speed_kmh" in names:
@@ -210,11 +260,11 @@ class FastForward:
         return hi
 
     # -- applying a stretch ------------------------------------------------------------------------------
-    def apply(self, samples: BlockSamples, lo: int, hi: int) -> None:
+    def apply(self, samples: BlockSamples, lo: int, hi: int) -> Stretch | None:
         """Feed accepted samples[lo:hi] (whole frames; no break among them, checked by the caller)."""
         acc = lo + np.flatnonzero(samples.accepted[lo:hi])
         if not len(acc):
-            return
+            return None
         trip, names = self.tracker.trip, samples.quantities
         t, v, qid = samples.t[acc], samples.value[acc], samples.qid[acc]
         rpm, _ = samples.latest("engine_rpm", acc, self.state)
@@ -247,8 +297,10 @@ class FastForward:
                 trip.energy = RateTally(self.settings.max_gap_s)
             _add_rates(trip.energy, t[b], -volts * v[b] / 1000.0, _bands(speed[b]),
                        _domains(speed[b], self.settings), speed[b] < STANDING_BELOW_KMH, self.settings.max_gap_s)
+        stretch = Stretch(names, t, qid, v, {}, dict(self.tracker.latest_fuel_lph))
         for source, rows, rates in self._fuel(samples, acc, qid, v, rpm):
             correction = trip.fuel_corrections.get(source, 1.0)
+            stretch.fuel_lph[source] = (rows, rates * correction)
             self.tracker.latest_fuel_lph[source] = float(rates[-1]) * correction
             tally = trip.fuel.get(source)
             if tally is None:
@@ -257,6 +309,7 @@ class FastForward:
                        running[rows] & (speed[rows] < STANDING_BELOW_KMH), self.settings.max_gap_s)
         trip.last_t = float(t[-1])
         self.applied_samples += len(acc)
+        return stretch
 
     def _fuel(self, samples: BlockSamples, acc: np.ndarray, qid: np.ndarray, v: np.ndarray, rpm: np.ndarray):
         """FuelEstimator.estimates for each fuel input sample: (source, sample indices, L/h)."""

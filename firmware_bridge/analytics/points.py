@@ -12,6 +12,9 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+import numpy as np
+
+from firmware_bridge.analytics.fastforward import Stretch
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
 from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.constants import KM_PER_L_TO_MPG_US
@@ -83,6 +86,7 @@ class PointEmitter:
         self.hold_s = hold_s
         self._next_trip_update: float | None = None
         pipeline.sample_listeners.append(self.on_sample)
+        pipeline.stretch_listeners.append(self)
         pipeline.trip_listeners.append(self.on_trip)
         pipeline.tracker.on_event = self.on_event
         if raw_signals:
@@ -91,7 +95,7 @@ class PointEmitter:
     def on_sample(self, sample: Sample, values: dict[str, float]) -> None:
         index = math.floor(sample.t / self.interval_s)
         if self._index is not None and index != self._index:
-            self._flush_through(index)
+            self._flush_through(index, self.pipeline.tracker.fuel_rate_lph())
         self._index = index
         if sample.quantity in VEHICLE_FIELDS:
             self._latest[sample.quantity] = (sample.t, float(sample.value))
@@ -102,6 +106,40 @@ class PointEmitter:
             elif sample.t >= self._next_trip_update:
                 self._next_trip_update = sample.t + self.trip_update_s
                 self._emit_all(trip_points(trip, self.vehicle_id))
+
+    def due_t(self) -> float | None:
+        """Replay hands steady stretches over whole until a trip's rewrite is due: its figures at that sample."""
+        if self.pipeline.tracker.trip is None:
+            return None
+        return -math.inf if self._next_trip_update is None else self._next_trip_update
+
+    def on_stretch(self, stretch: Stretch) -> None:
+        """A replayed stretch of samples at once (none due for a trip rewrite): the vehicle points on_sample
+        would have emitted, from the same values and the fuel rate the tracker had at each interval's end."""
+        t, qid, value = stretch.t, stretch.qid, stretch.value
+        index = np.floor(t / self.interval_s).astype(np.int64)
+        previous = np.concatenate(([index[0] if self._index is None else self._index], index[:-1]))
+        changes = np.flatnonzero(index != previous)  # the samples that start a new interval
+        # Per vehicle quantity: (time, value) of its newest sample before each change (None: none in the
+        # stretch yet), and of its last one.
+        newest = []
+        for q in np.flatnonzero(np.bincount(qid, minlength=len(stretch.quantities))).tolist():
+            if (quantity := stretch.quantities[q]) in VEHICLE_FIELDS:
+                mine = np.flatnonzero(qid == q)
+                before = mine[np.maximum(np.searchsorted(mine, changes) - 1, 0)]
+                held = zip(t[before].tolist(), value[before].tolist())
+                newest.append((quantity, [pair if mine[0] < i else None for pair, i in zip(held, changes.tolist())],
+                               (float(t[mine[-1]]), float(value[mine[-1]]))))
+        fuel = stretch.fuel_rate_lph(changes)
+        for n, (filled, new) in enumerate(zip(previous[changes].tolist(), index[changes].tolist())):
+            for quantity, held, _ in newest:
+                if held[n] is not None:
+                    self._latest[quantity] = held[n]
+            self._index = filled
+            self._flush_through(new, fuel[n])
+        for quantity, _, last in newest:
+            self._latest[quantity] = last
+        self._index = int(index[-1])
 
     def on_trip(self, trip: Trip) -> None:
         self._next_trip_update = None
@@ -118,19 +156,23 @@ class PointEmitter:
         for point in points:
             self.emit(point)
 
-    def _flush_through(self, index: int) -> None:
+    def _flush_through(self, index: int, fuel: tuple[str, float] | None) -> None:
         """Emit the interval just filled, then held points for the intervals since that had no sample of their
         own (a polled quantity can skip a second), while the held values are fresh: one point per interval."""
         last = self._index
-        self.flush()
+        self._emit_interval(fuel)
         for skipped in range(last + 1, index):
             self._index = skipped
-            if not self.flush():
+            if not self._emit_interval(fuel):
                 break
         self._index = None
 
     def flush(self) -> bool:
         """Emit the interval being filled (also at the end of input or on shutdown); False if nothing is fresh."""
+        return self._emit_interval(self.pipeline.tracker.fuel_rate_lph())
+
+    def _emit_interval(self, best: tuple[str, float] | None) -> bool:
+        """The vehicle point of the interval being filled, with ``best`` (source, L/h) as its fuel rate."""
         if self._index is None:
             return False
         start = self._index * self.interval_s
@@ -141,7 +183,6 @@ class PointEmitter:
             return False
         if "battery_a" in fields and "battery_v" in fields:  # an EV's pack: power out, kW (negative = regen)
             fields["battery_power_kw"] = -fields["battery_v"] * fields["battery_a"] / 1000.0
-        best = self.pipeline.tracker.fuel_rate_lph()
         if best is not None:
             source, rate_lph = best
             fields["fuel_rate_lph"] = float(rate_lph)

@@ -7,31 +7,40 @@ backslashes. Floats are always written as floats so a field never changes type.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from firmware_bridge.records import Point
 
 
+@lru_cache(maxsize=4096)  # keys come from a small fixed set: escape each once
 def _escape_key(text: str) -> str:
     return text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+@lru_cache(maxsize=1024)
+def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """Measurement and sorted tags: one per series, reused for each of its points."""
+    escaped = measurement.replace(",", "\\,").replace(" ", "\\ ")
+    return escaped + "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(tags) if v != "")
+
+
 def _field_value(value: float | int | str | bool) -> str:
+    if type(value) is float:  # nearly every field
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return f"{value}i"
     if isinstance(value, float):
-        return repr(value)
+        return repr(float(value))
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def to_line(point: Point) -> str:
     """One point as a line, timestamp in milliseconds (the schema's precision)."""
-    measurement = point.measurement.replace(",", "\\,").replace(" ", "\\ ")
-    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(point.tags.items()) if v != "")
-    fields = ",".join(f"{_escape_key(k)}={_field_value(v)}" for k, v in point.fields.items())
-    return f"{measurement}{tags} {fields} {round(point.t * 1000)}"
+    fields = ",".join([f"{_escape_key(k)}={_field_value(v)}" for k, v in point.fields.items()])
+    return f"{_series_key(point.measurement, tuple(point.tags.items()))} {fields} {round(point.t * 1000)}"
 
 
 class LineProtocolFile:

@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from firmware_bridge.analytics.points import PointEmitter
 from firmware_bridge.health import AgentHealth
 from firmware_bridge.records import Point
@@ -43,6 +45,46 @@ def influx_target(config: dict) -> InfluxTarget | None:
                         token=influx.get("token", ""), timeout_s=float(influx["timeout_s"]))
 
 
+class AgentSchedule:
+    """The agent's health point every ``interval_s`` of frame time (live and replay alike)."""
+
+    def __init__(self, pipeline, health: AgentHealth, emit, interval_s: float) -> None:
+        self.health, self.emit, self.interval_s = health, emit, interval_s
+        self._next_t: float | None = None
+        pipeline.sample_listeners.append(self.on_sample)
+        pipeline.stretch_listeners.append(self)
+
+    def on_sample(self, sample, values) -> None:
+        self._at(sample.t)
+
+    def _at(self, t: float) -> None:
+        if self._next_t is None:
+            self._next_t = t + self.interval_s
+        elif t >= self._next_t:
+            self._next_t = t + self.interval_s
+            point = self.health.point(t)  # the sample's time: a replayed block's points stay apart
+            if point is not None:
+                self.emit(point)
+
+    def due_t(self) -> None:
+        """Never: the health point reads the agent's counters, not the analytics' state at a sample."""
+        return None
+
+    def on_stretch(self, stretch) -> None:
+        """A replayed stretch of samples: a point at each sample on_sample would have made one at."""
+        times, start = stretch.t, 0
+        if self._next_t is None:
+            self._at(float(times[0]))
+            start = 1
+        while start < len(times):
+            due = times[start:] >= self._next_t
+            at = int(np.argmax(due))
+            if not due[at]:
+                break
+            self._at(float(times[start + at]))
+            start += at + 1
+
+
 class Outputs:
     def __init__(self, pipeline, config: dict, vehicle_id: str, replay: bool = False,
                  bitrate: int | None = None) -> None:
@@ -68,10 +110,8 @@ class Outputs:
         self.emitter = PointEmitter(pipeline, self.emit, vehicle_id, out["interval_s"], out["trip_update_s"],
                                     out["raw_signals"]) if self.sinks else None
         self.health = AgentHealth(pipeline, vehicle_id, bitrate, self.spool, self.spool_writer, self.sender)
-        self.agent_interval_s = out["agent_interval_s"]
-        self._next_agent_t: float | None = None
         if self.sinks:
-            pipeline.sample_listeners.append(self._agent_on_schedule)
+            AgentSchedule(pipeline, self.health, self.emit, out["agent_interval_s"])
 
     def describe(self) -> list[str]:
         where = []
@@ -84,16 +124,6 @@ class Outputs:
     def emit(self, point: Point) -> None:
         for sink in self.sinks:
             sink(point)
-
-    def _agent_on_schedule(self, sample, values) -> None:
-        """The agent's health point every ``agent_interval_s`` of frame time (live and replay alike)."""
-        if self._next_agent_t is None:
-            self._next_agent_t = sample.t + self.agent_interval_s
-        elif sample.t >= self._next_agent_t:
-            self._next_agent_t = sample.t + self.agent_interval_s
-            point = self.health.point()
-            if point is not None:
-                self.emit(point)
 
     @property
     def auth_error(self) -> str | None:

@@ -20,7 +20,8 @@ import can
 import numpy as np
 
 from firmware_bridge.sources.logs import (
-    _CANDUMP_LINE, LogProblems, check_logs, log_format, read_logs, report_unreadable)
+    _CANDUMP_LINE, LATEST_FRAME_T, LogProblems, check_logs, log_format, read_logs, report_unreadable,
+    time_out_of_range)
 
 BLOCK_BYTES = 2**20  # about 22k lines: RSS stays low and flat (benchmarks/bench_memory.py), numpy calls stay big
 BLOCK_FRAMES = 8192  # for formats python-can reads
@@ -50,6 +51,11 @@ class FrameBlock:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def select(self, rows: np.ndarray) -> "FrameBlock":
+        """The frames at ``rows`` (a mask or indices), in order."""
+        return FrameBlock(self.t[rows], self.frame_id[rows], self.extended[rows], self.remote[rows],
+                          self.error[rows], self.length[rows], self.data[rows])
 
     def message(self, row: int) -> can.Message:
         """One frame as python-can's record (for the rare frames decoded one by one)."""
@@ -142,8 +148,7 @@ def _usual_lines(buf: np.ndarray, starts: np.ndarray, length: int, template: re.
                        np.where(error, 0, (d1 - d0) // 2).astype(np.int16), np.ascontiguousarray(data))
     if not exact.all():
         ok[np.flatnonzero(ok)[~exact]] = False
-        block = FrameBlock(*(getattr(block, f)[exact] for f in
-                             ("t", "frame_id", "extended", "remote", "error", "length", "data")))
+        block = block.select(exact)
     return ok, block
 
 
@@ -255,8 +260,24 @@ def read_blocks(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[
     for path in check_logs(paths):
         fmt = log_format(path)
         if fmt == ".log":
-            yield from _candump_blocks(path, problems)
+            yield from _in_time_range(path, _candump_blocks(path, problems), problems)
         elif fmt == ".blf":
-            yield from blf_blocks(path, problems)
+            yield from _in_time_range(path, blf_blocks(path, problems), problems)
         else:
-            yield from _python_can_blocks(path, problems)
+            yield from _python_can_blocks(path, problems)  # read_logs leaves out frames out of range
+
+
+def _in_time_range(path: Path, blocks: Iterable[FrameBlock], problems: LogProblems) -> Iterator[FrameBlock]:
+    """Frames whose time cannot be stored left out and reported, as :func:`read_logs` does."""
+    count = 0
+    for block in blocks:
+        bad = ~((block.t >= 0.0) & (block.t <= LATEST_FRAME_T))
+        if bad.any():
+            for row in np.flatnonzero(bad).tolist():
+                problems.add(str(path), time_out_of_range(count + row + 1, float(block.t[row])))
+            count += len(block)
+            block = block.select(~bad)
+        else:
+            count += len(block)
+        if len(block):
+            yield block

@@ -20,6 +20,10 @@ from firmware_bridge.errors import InputError
 
 LOG_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".csv")
 
+#: The latest frame time the agent can store: InfluxDB keeps int64 nanoseconds (to 2262-04-11). A frame stamped
+#: outside 1970..then is a corrupt record, left out and reported like an unreadable line.
+LATEST_FRAME_T = (2**63 - 1) / 1e9
+
 # candump -L: "(1712345678.123456) can0 7E8#04410C1F40555555" [optional " R"/" T"], or remote "123#R".
 _CANDUMP_LINE = re.compile(
     r"\(\d+(?:\.\d+)?\)\s+\S+\s+[0-9A-Fa-f]{1,8}#(?:#[0-9A-Fa-f])?(?:(?:[0-9A-Fa-f]{2})*|[Rr]\d*)(?:\s+[RrTt])?")
@@ -102,9 +106,16 @@ def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[ca
             reader = _reader(path, problems)
             for msg in reader:
                 count += 1
-                yield msg
+                if 0.0 <= msg.timestamp <= LATEST_FRAME_T:
+                    yield msg
+                else:
+                    problems.add(str(path), time_out_of_range(count, msg.timestamp))
         except Exception as exc:  # noqa: BLE001 - python-can's readers raise assorted types on corrupt files
             report_unreadable(problems, path, count, exc)
+
+
+def time_out_of_range(frame_number: int, t: float) -> str:
+    return f"frame {frame_number}: time {t!r} s is outside 1970-2262"
 
 
 def report_unreadable(problems: LogProblems, path: Path, frames_before: int, exc: Exception) -> None:
