@@ -124,6 +124,7 @@ def main() -> int:
     if not args.no_blf:
         blf = blf_copy(log, frames)
         cases.append(("stats BLF", stats_naive, stats_fast, blf))
+        cases.append(("replay BLF (points made)", lambda p: stats_naive(p, True), lambda p: stats_fast(p, True), blf))
     rows, failed = [], False
     for name, naive, fast, path in cases:
         naive_s, naive_out = seconds(naive, path)

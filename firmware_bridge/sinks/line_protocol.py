@@ -26,8 +26,6 @@ def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
 
 
 def _field_value(value: float | int | str | bool) -> str:
-    if type(value) is float:  # nearly every field
-        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -37,9 +35,15 @@ def _field_value(value: float | int | str | bool) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@lru_cache(maxsize=4096)
+def _field_key(key: str) -> str:
+    return _escape_key(key) + "="
+
+
 def to_line(point: Point) -> str:
     """One point as a line, timestamp in milliseconds (the schema's precision)."""
-    fields = ",".join([f"{_escape_key(k)}={_field_value(v)}" for k, v in point.fields.items()])
+    fields = ",".join([_field_key(k) + (repr(v) if type(v) is float else _field_value(v))
+                       for k, v in point.fields.items()])
     return f"{_series_key(point.measurement, tuple(point.tags.items()))} {fields} {round(point.t * 1000)}"
 
 

@@ -24,7 +24,7 @@ from firmware_bridge.sources.logs import (
     time_out_of_range)
 
 BLOCK_BYTES = 2**20  # about 22k lines: RSS stays low and flat (benchmarks/bench_memory.py), numpy calls stay big
-BLOCK_FRAMES = 8192  # for formats python-can reads
+BLOCK_FRAMES = 22528  # for formats python-can reads, and BLF: about as many frames as BLOCK_BYTES of candump
 CAN_ERR_FLAG, CAN_ERR_BUSERROR, ID_MASK = 0x20000000, 0x00000080, 0x1FFFFFFF
 #: Largest integer a double holds exactly: timestamps with more digits take the python-can path.
 _EXACT_INT = 2**53
