@@ -340,6 +340,10 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
             signal.signal(signum, handler)
 
 
+#: Trips `run` keeps in memory for its closing table (the daemon may run for months; InfluxDB keeps them all).
+RUN_TRIPS_KEPT = 100
+
+
 def cmd_run(args) -> int:
     from firmware_bridge.clock import RealClock
     from firmware_bridge.sinks.console import trips_table
@@ -347,6 +351,7 @@ def cmd_run(args) -> int:
 
     config = _config(args)
     pipeline = _pipeline(args, config)
+    pipeline.tracker.keep_finished = RUN_TRIPS_KEPT
     bus_cfg = config["bus"]
     interface = args.interface or bus_cfg["interface"]
     channel = args.channel or bus_cfg["channel"]

@@ -36,7 +36,7 @@ def _pipeline(vehicle=None, settings=None, corrections=None) -> Pipeline:
     return pipeline
 
 
-def reference(paths, **options) -> tuple[str, list[str], int, list[str]]:
+def reference(paths, emitter=None, **options) -> tuple[str, list[str], int, list[str]]:
     """(stats JSON, problems reported, samples the analytics were fed, points `replay` writes) the per-frame
     python-can/cantools way."""
     pipeline = _pipeline(**options)
@@ -49,29 +49,29 @@ def reference(paths, **options) -> tuple[str, list[str], int, list[str]]:
         return feed(sample, values)
 
     pipeline.tracker.feed = counting_feed
-    points = _points(pipeline)
+    points = _points(pipeline, **(emitter or {}))
     problems = LogProblems(max_examples=50)
     pipeline.feed_all(read_logs(paths, problems))
     pipeline.finish()
     return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fed[0], points()
 
 
-def fast(paths, points: bool = True, **options) -> tuple[str, list[str], int, list[str]]:
+def fast(paths, points: bool = True, emitter=None, **options) -> tuple[str, list[str], int, list[str]]:
     """(stats JSON, problems reported, samples fast-forwarded, points) the way `replay` (points=True) or
     `stats` replays now."""
     pipeline = _pipeline(**options)
-    emitted = _points(pipeline) if points else list
+    emitted = _points(pipeline, **(emitter or {})) if points else list
     problems = LogProblems(max_examples=50)
     fast_forwarded = replay_blocks(pipeline, read_blocks(paths, problems))
     pipeline.finish()
     return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fast_forwarded, emitted()
 
 
-def _points(pipeline):
+def _points(pipeline, **emitter_options):
     """`replay`'s point stream (vehicle, trip, speed bands and domains, events) as line protocol, the way each
     series receives it: points of one series (measurement + tags) in the order they were emitted."""
     points: list[Point] = []
-    emitter = PointEmitter(pipeline, points.append, "kei")
+    emitter = PointEmitter(pipeline, points.append, "kei", **emitter_options)
 
     def series() -> list[str]:
         emitter.flush()
@@ -81,11 +81,11 @@ def _points(pipeline):
     return series
 
 
-def assert_same(paths, fast_forwarded_share: float = 0.0, **options) -> dict:
+def assert_same(paths, fast_forwarded_share: float = 0.0, emitter=None, **options) -> dict:
     """Identical stats, problems and points, with and without a point emitter listening; at least
     ``fast_forwarded_share`` of the samples took the numpy shortcut either way."""
-    expected = reference(paths, **options)
-    for got in (fast(paths, points=False, **options), fast(paths, **options)):
+    expected = reference(paths, emitter, **options)
+    for got in (fast(paths, points=False, **options), fast(paths, emitter=emitter, **options)):
         assert sorted(got[1]) == sorted(expected[1])  # a block's bad lines come before its frames out of range
         assert got[0] == expected[0]
         assert got[2] >= fast_forwarded_share * expected[2], (got[2], expected[2])
@@ -110,6 +110,14 @@ def broadcast_log(tmp_path_factory, part_cycle):
 def test_simulated_drive_with_broadcast_and_obd(broadcast_log):
     stats = assert_same([broadcast_log], fast_forwarded_share=0.95)
     assert stats["frames"]["decoded"] > 80_000 and stats["trips"]
+
+
+@pytest.mark.parametrize("emitter", [{"interval_s": 0.25, "trip_update_s": 7.0, "hold_s": 0.5},
+                                     {"interval_s": 10.0, "trip_update_s": 600.0}])
+def test_other_point_intervals(broadcast_log, emitter):
+    """Vehicle points four times a second with short holds (intervals without a fresh value skipped) and trip
+    rewrites every 7 s, or a point every 10 s: the same points either way."""
+    assert_same([broadcast_log], fast_forwarded_share=0.9, emitter=emitter)
 
 
 @pytest.mark.parametrize("pid_set", ["maf", "fuel_rate"])

@@ -73,6 +73,17 @@ def test_ignition_off_and_short_trips():
     assert len(closed) == 1 and closed[0].duration_s == pytest.approx(89.5, abs=1)
 
 
+def test_a_daemon_keeps_only_its_latest_trips():
+    tracker = TripTracker(AnalyticsSettings(min_trip_s=60), load_vehicle())
+    tracker.keep_finished = 2
+    closed = []
+    for n in range(4):  # four drives, each ended by the ignition
+        t0 = T0 + n * 1000
+        closed += feed(tracker, drive(t0, 90) + [Sample(t0 + 91, "ignition", 0.0)])
+    assert len(closed) == 4  # every trip still reaches the listeners (points, calibration)
+    assert tracker.finished == closed[-2:]
+
+
 def test_gap_is_counted_not_integrated():
     tracker = TripTracker(AnalyticsSettings(max_gap_s=5.0), load_vehicle())
     samples = drive(T0, 100) + drive(T0 + 130, 100)  # 30 s without data in the middle

@@ -23,6 +23,9 @@ class TripTracker:
         self.fuel_corrections: dict[str, float] = {}
         self.trip: Trip | None = None
         self.finished: list[Trip] = []
+        #: At most this many finished trips kept (None: all): a daemon running for months would otherwise
+        #: keep every trip it ever saw (~26 KB each); InfluxDB has them all.
+        self.keep_finished: int | None = None
         self.dropped_short = 0
         self._parked = False  # the last trip ended by engine/ignition off: only activity starts the next
         self._engine_off_since: float | None = None
@@ -103,6 +106,8 @@ class TripTracker:
             self.dropped_short += 1
             return None
         self.finished.append(trip)
+        if self.keep_finished is not None and len(self.finished) > self.keep_finished:
+            del self.finished[0]
         return trip
 
     def fuel_rate_lph(self) -> tuple[str, float] | None:
