@@ -288,3 +288,12 @@ def test_short_frames_and_unknown_ids_count_the_same(tmp_path):
     write_log(tmp_path / "short.log", frames)
     stats = assert_same([tmp_path / "short.log"])
     assert stats["frames"] == {"total": 6, "decoded": 4, "unknown": 1, "malformed": 1}
+
+
+def test_a_log_of_frames_shorter_than_8_bytes(tmp_path):
+    """Every frame of a block short (candump writes what the bus carried): counted, never a crash."""
+    frames = [can.Message(timestamp=T0 + i, arbitration_id=0x7E8, is_extended_id=False, data=[0x03, 0x41])
+              for i in range(5)]
+    write_log(tmp_path / "short.log", frames)
+    stats = assert_same([tmp_path / "short.log"])
+    assert stats["frames"] == {"total": 5, "decoded": 0, "unknown": 0, "malformed": 5}

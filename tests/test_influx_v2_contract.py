@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from firmware_bridge.sinks.influx import InfluxTarget, V2Writer, WriteError
+from firmware_bridge.sinks.influx import InfluxTarget, V2Writer
 from firmware_bridge.sim import write_log
 from firmware_bridge.spool.sender import Sender
 from firmware_bridge.spool.store import Spool

@@ -1,8 +1,6 @@
 """stats over real log files: OBD-only logs, trip splitting, every log format, bad input."""
 
-import gzip
 import json
-import shutil
 
 import pytest
 

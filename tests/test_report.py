@@ -70,3 +70,15 @@ def test_report_needs_a_trip(tmp_path):
     log.write_text("(1775034000.000000) can0 123#00\n")
     result = run_cli("report", log, "-o", tmp_path / "r.html")
     assert result.returncode == 2 and "no trip found" in result.stderr
+
+
+def test_catalog_marks_come_from_the_profiles_catalog():
+    """The domain chart marks the catalog's WLTC phase figure for each domain the profile quotes."""
+    from dataclasses import replace
+
+    from firmware_bridge.sinks.report import _catalog
+    from firmware_bridge.vehicles import Catalog, load_vehicle
+
+    profile = replace(load_vehicle(), catalog=Catalog(wltc_low_km_per_l=20.1, wltc_high_km_per_l=24.3))
+    assert _catalog(profile) == {"urban": 20.1, "motorway": 24.3}
+    assert _catalog(load_vehicle()) == {}

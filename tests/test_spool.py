@@ -115,3 +115,12 @@ def test_kill_minus_nine_never_loses_a_committed_batch(tmp_path):
     assert len(missing) <= acknowledged  # gone only if acknowledged...
     assert all(n < min(stored) for n in missing)  # ...and those were the oldest
     assert stored == sorted(stored)  # oldest first
+
+
+def test_settling_a_batch_finds_its_sinks_by_index(tmp_path):
+    """Sending a long backlog settles batch after batch: each lookup must not scan the whole pending table."""
+    spool = Spool(tmp_path / "spool.db", ["influx"])
+    for statement in ("SELECT 1 FROM pending WHERE batch_id=?", "DELETE FROM pending WHERE batch_id=?"):
+        plan = " ".join(row[-1] for row in spool._db.execute(f"EXPLAIN QUERY PLAN {statement}", (1,)))
+        assert "USING COVERING INDEX pending_batch" in plan or "USING INDEX pending_batch" in plan, plan
+    spool.close()

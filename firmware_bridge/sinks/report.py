@@ -15,12 +15,6 @@ from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
 from firmware_bridge.errors import InputError
 from firmware_bridge.records import Point
 
-#: Profile attributes holding catalog WLTC km/L per phase (low, medium, high), compared with urban, suburban,
-#: motorway.
-CATALOG_BY_DOMAIN = {"urban": "wltc_low_km_per_l", "suburban": "wltc_medium_km_per_l",
-                     "motorway": "wltc_high_km_per_l"}
-
-
 @dataclass
 class DriveSeries:
     """The 1 Hz ``vehicle`` points of a drive, kept for plotting (a long drive is a few thousand rows)."""
@@ -49,7 +43,8 @@ def _pyplot():
 
 
 def _catalog(profile) -> dict[str, float]:
-    return {d: getattr(profile, attr) for d, attr in CATALOG_BY_DOMAIN.items() if getattr(profile, attr, None)}
+    """The profile's catalog km/L per speed domain, where it quotes the matching WLTC phase."""
+    return {d: km_per_l for d in SPEED_DOMAINS if (km_per_l := profile.catalog.km_per_l(d))}
 
 
 def _plot_time(ax, series: DriveSeries) -> None:

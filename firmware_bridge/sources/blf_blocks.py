@@ -20,7 +20,7 @@ import can
 import numpy as np
 from can.io import blf
 
-from firmware_bridge.sources.frame_blocks import BLOCK_FRAMES, FrameBlock, block_of_messages
+from firmware_bridge.sources.frame_blocks import _EXACT_INT, BLOCK_FRAMES, FrameBlock, block_of_messages, join_blocks
 from firmware_bridge.sources.logs import LogProblems, report_unreadable
 
 #: Object header (base + v1) and CAN_MESSAGE, as laid out in the file (little-endian, packed).
@@ -28,7 +28,6 @@ _CAN_OBJECT = np.dtype([("signature", "S4"), ("header_size", "<u2"), ("header_ve
                         ("object_size", "<u4"), ("object_type", "<u4"), ("time_flags", "<u4"),
                         ("client", "<u2"), ("object_version", "<u2"), ("timestamp", "<u8"),
                         ("channel", "<u2"), ("flags", "u1"), ("dlc", "u1"), ("can_id", "<u4"), ("data", "u1", 8)])
-_EXACT_INT = 2**53
 
 
 def _regular_objects(data: bytes, start_timestamp: float) -> tuple[FrameBlock, bytes] | None:
@@ -117,24 +116,15 @@ def blf_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
                     if messages:
                         pending.append(block_of_messages(messages))
                 if sum(len(b) for b in pending) >= BLOCK_FRAMES:
-                    block, pending = _joined(pending), []
+                    block, pending = join_blocks(pending), []
                     count += len(block)
                     yield block
     except Exception as exc:  # noqa: BLE001 - reported as read_logs reports it, after the frames before it
         if pending:
-            yield _joined(pending)
+            yield join_blocks(pending)
         report_unreadable(problems, path, count + sum(len(b) for b in pending), exc)
         return
     if pending:
-        yield _joined(pending)
+        yield join_blocks(pending)
 
 
-def _joined(blocks: list[FrameBlock]) -> FrameBlock:
-    """Consecutive blocks as one (padded to the widest frame)."""
-    if len(blocks) == 1:
-        return blocks[0]
-    width = max(b.data.shape[1] for b in blocks)
-    fields = [np.concatenate([getattr(b, name) for b in blocks])
-              for name in ("t", "frame_id", "extended", "remote", "error", "length")]
-    return FrameBlock(*fields, np.concatenate([np.pad(b.data, ((0, 0), (0, width - b.data.shape[1])))
-                                               for b in blocks]))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gzip
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import can
@@ -81,14 +81,22 @@ def block_of_messages(messages: list[can.Message]) -> FrameBlock:
                       np.array([len(m.data) for m in messages], dtype=np.int16), data)
 
 
+def join_blocks(blocks: list[FrameBlock]) -> FrameBlock:
+    """Consecutive blocks as one, ``data`` padded to the widest frame and to at least 8 bytes (a classic frame's
+    width, which message layouts read whole even from a log of shorter frames)."""
+    width = max(8, *(b.data.shape[1] for b in blocks))
+    if len(blocks) == 1 and blocks[0].data.shape[1] == width:
+        return blocks[0]
+    columns = {f.name: np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(FrameBlock)
+               if f.name != "data"}
+    return FrameBlock(**columns, data=np.concatenate([np.pad(b.data, ((0, 0), (0, width - b.data.shape[1])))
+                                                      for b in blocks]))
+
+
 def _concat(parts: list[tuple[np.ndarray, FrameBlock]]) -> FrameBlock:
     """Blocks of interleaved lines put back in line order (each part: the line index of each of its frames)."""
     order = np.argsort(np.concatenate([lines for lines, _ in parts]), kind="stable")
-    width = max(block.data.shape[1] for _, block in parts)
-    data = np.concatenate([np.pad(b.data, ((0, 0), (0, width - b.data.shape[1]))) for _, b in parts])
-    fields = [np.concatenate([getattr(b, name) for _, b in parts])[order]
-              for name in ("t", "frame_id", "extended", "remote", "error", "length")]
-    return FrameBlock(*fields, data[order])
+    return join_blocks([block for _, block in parts]).select(order)
 
 
 class _Lines:

@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS pending (
     batch_id INTEGER NOT NULL REFERENCES batch(id),
     PRIMARY KEY (sink, batch_id)
 ) WITHOUT ROWID;
+-- a batch's sinks are looked up by batch alone when it is settled or dropped (not a scan per batch)
+CREATE INDEX IF NOT EXISTS pending_batch ON pending(batch_id);
 CREATE TABLE IF NOT EXISTS dead_letter (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sink TEXT NOT NULL,
