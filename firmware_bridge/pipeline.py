@@ -31,6 +31,10 @@ class PipelineOptions:
     settings: AnalyticsSettings = field(default_factory=AnalyticsSettings)
 
 
+#: Bits on the wire besides the data, without stuffing: an 11-bit frame, a 29-bit one (for the bus load).
+OVERHEAD_BITS_11, OVERHEAD_BITS_29 = 47, 67
+
+
 class Pipeline:
     """Feeds frames through decode, vehicle state and trip analytics; listeners see samples and trips."""
 
@@ -55,8 +59,7 @@ class Pipeline:
 
     def feed(self, msg: can.Message) -> None:
         self.last_t = msg.timestamp
-        # Bits on the wire without stuffing: 47 overhead bits for an 11-bit frame, 67 for a 29-bit one.
-        self.bus_bits += (67 if msg.is_extended_id else 47) + 8 * len(msg.data)
+        self.bus_bits += (OVERHEAD_BITS_29 if msg.is_extended_id else OVERHEAD_BITS_11) + 8 * len(msg.data)
         parts = self.obd_answers.split(msg)
         if parts is None:
             self._decode(msg)

@@ -15,6 +15,7 @@ import numpy as np
 
 from firmware_bridge.analytics.fastforward import FastForward
 from firmware_bridge.decode.batch import BatchDecoder, DecodedBlock
+from firmware_bridge.pipeline import OVERHEAD_BITS_11, OVERHEAD_BITS_29
 from firmware_bridge.sources.frame_blocks import FrameBlock
 from firmware_bridge.sources.read_ahead import read_ahead
 from firmware_bridge.state.columns import block_samples, commit
@@ -35,7 +36,8 @@ def replay_blocks(pipeline, blocks: Iterable[FrameBlock]) -> int:
             _fast_forward(pipeline, fast, decoded)
         if len(block):
             pipeline.last_t = float(block.t[-1])
-            pipeline.bus_bits += int(np.where(block.extended, 67, 47).sum() + 8 * block.length.sum())
+            overhead = np.where(block.extended, OVERHEAD_BITS_29, OVERHEAD_BITS_11)
+            pipeline.bus_bits += int(overhead.sum() + 8 * block.length.sum())
     return fast.applied_samples if fast is not None else 0
 
 

@@ -27,18 +27,16 @@ import numpy as np
 from firmware_bridge import constants as k
 from firmware_bridge.analytics.dynamics import VA_BIN_M2_S3, Dynamics
 from firmware_bridge.analytics.fuel import (
-    ENRICHMENT_MIN_LOAD_PCT, FUEL_SOURCES, STATUS_OPEN_LOOP_LOAD_OR_CUT, fuel_lph_from_maf, maf_gps_speed_density)
+    ENRICHMENT_MIN_LOAD_PCT, FUEL_SOURCES, HIGH_LOAD_THROTTLE_PCT, STATUS_OPEN_LOOP_LOAD_OR_CUT, fuel_lph_from_maf,
+    maf_gps_speed_density)
 from firmware_bridge.analytics.settings import (
     RDE_POSITIVE_ACCEL_MS2, SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings)
+from firmware_bridge.analytics.tracker import ENGINE_OFF_INPUTS
 from firmware_bridge.analytics.trip import RateTally, Trip, _below_zero_area
 from firmware_bridge.state.columns import BlockSamples
 
 _BAND_LOWERS = np.array([lower for lower, _ in SPEED_BANDS])
 _BANDS = [name for _, name in SPEED_BANDS]
-#: FuelEstimator._high_load's throttle threshold when no calculated load is known (%).
-_HIGH_LOAD_THROTTLE_PCT = 60.0
-#: Quantities whose samples re-evaluate engine-off (TripTracker._update_engine_off).
-_ENGINE_OFF_INPUTS = ("engine_rpm", "speed_kmh")
 
 
 def _sum_in_order(start: float, terms: np.ndarray) -> float:
@@ -222,7 +220,7 @@ class FastForward:
         out[1:] |= np.diff(t) > self.settings.trip_gap_s
         if "ignition" in names:
             out |= (qid == names.index("ignition")) & ~(v > 0)
-        engine_inputs = np.isin(qid, [names.index(q) for q in _ENGINE_OFF_INPUTS if q in names])
+        engine_inputs = np.isin(qid, [names.index(q) for q in ENGINE_OFF_INPUTS if q in names])
         rpm, _ = samples.latest("engine_rpm", acc, self.state)
         speed, _ = samples.latest("speed_kmh", acc, self.state)
         rpm_now = np.where(np.isnan(rpm), 1.0, rpm)  # values.get("engine_rpm", 1.0)
@@ -351,7 +349,7 @@ class _FuelContext:
         throttle, has_throttle = latest("throttle_pct")
         lam, has_lambda = latest("lambda")
         high_load = load >= ENRICHMENT_MIN_LOAD_PCT if has_load else (
-            (throttle if has_throttle else np.zeros(count)) >= _HIGH_LOAD_THROTTLE_PCT)
+            (throttle if has_throttle else np.zeros(count)) >= HIGH_LOAD_THROTTLE_PCT)
         status_cut = (status == STATUS_OPEN_LOOP_LOAD_OR_CUT) if has_status else np.zeros(count, dtype=bool)
         self.fuel_cut = cut >= 0.5 if has_cut else status_cut & ~high_load
         enrich = np.where(status_cut & high_load, k.ENRICHMENT_LAMBDA, 1.0)

@@ -20,6 +20,8 @@ FUEL_SOURCES = ("fuel_rate", "maf", "speed_density")  # best first
 STATUS_OPEN_LOOP_LOAD_OR_CUT = 4
 #: Above this calculated load (%), status 4 means power enrichment, not a fuel cut.
 ENRICHMENT_MIN_LOAD_PCT = 70.0
+#: Throttle (%) taken as high load when the ECU gives no calculated load.
+HIGH_LOAD_THROTTLE_PCT = 60.0
 
 
 def fuel_lph_from_maf(maf_gps: float, lambda_: float = 1.0) -> float:
@@ -52,7 +54,7 @@ class FuelEstimator:
     def _high_load(values: dict[str, float]) -> bool:
         if "engine_load_pct" in values:
             return values["engine_load_pct"] >= ENRICHMENT_MIN_LOAD_PCT
-        return values.get("throttle_pct", 0.0) >= 60.0
+        return values.get("throttle_pct", 0.0) >= HIGH_LOAD_THROTTLE_PCT
 
     def lambda_(self, values: dict[str, float]) -> float:
         if "lambda" in values and values["lambda"] > 0:

@@ -20,11 +20,11 @@ from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.constants import KM_PER_L_TO_MPG_US
 from firmware_bridge.records import DecodedFrame, Point, Sample
 
-#: Quantities written on the vehicle measurement.
-VEHICLE_FIELDS = ("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
-                  "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct", "engine_load_pct",
-                  "lambda", "oil_c", "ambient_c", "baro_kpa", "motor_rpm", "motor_temp_c", "range_km",
-                  "accel_pedal_pct", "cell_v_max", "cell_v_min")
+#: Quantities written on the vehicle measurement (looked up for every sample).
+VEHICLE_FIELDS = frozenset(("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
+                            "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct",
+                            "engine_load_pct", "lambda", "oil_c", "ambient_c", "baro_kpa", "motor_rpm",
+                            "motor_temp_c", "range_km", "accel_pedal_pct", "cell_v_max", "cell_v_min"))
 
 
 def economy_fields(km_per_l: float | None) -> dict[str, float]:

@@ -14,6 +14,10 @@ from firmware_bridge.records import Sample
 from firmware_bridge.vehicles import VehicleProfile
 
 
+#: Quantities whose samples re-evaluate engine-off.
+ENGINE_OFF_INPUTS = ("engine_rpm", "speed_kmh")
+
+
 class TripTracker:
     def __init__(self, settings: AnalyticsSettings, profile: VehicleProfile) -> None:
         self.settings = settings
@@ -68,7 +72,7 @@ class TripTracker:
 
     def _update_engine_off(self, sample: Sample, values: dict[str, float]) -> bool:
         """Track since when the engine has been off with the car standing; True while it is."""
-        if sample.quantity in ("engine_rpm", "speed_kmh"):
+        if sample.quantity in ENGINE_OFF_INPUTS:
             off = values.get("engine_rpm", 1.0) <= 0 and values.get("speed_kmh", 0.0) < STANDING_BELOW_KMH
             if not off:
                 self._engine_off_since = None

@@ -105,7 +105,8 @@ def calibration_report(config: dict, vehicle_id: str, profile_ve: float) -> dict
     path = ledger_path(config)
     ledger = Ledger(path)
     try:
-        fillups, spans = ledger.fillups(vehicle_id), intervals(ledger.fillups(vehicle_id), ledger.trips(vehicle_id))
+        fillups = ledger.fillups(vehicle_id)
+        spans = intervals(fillups, ledger.trips(vehicle_id))
     finally:
         ledger.close()
     corrections = fit(spans, config["calibration"]["min_intervals"])

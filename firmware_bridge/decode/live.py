@@ -29,7 +29,6 @@ class Layouts:
     def __init__(self, wanted: Mapping[str, Collection[str]] | None) -> None:
         self.wanted = wanted
         self._cache: dict[tuple[str, bool], MessageLayout | None] = {}
-        self.fallbacks: dict[str, str] = {}  # message name -> why cantools decodes it
 
     def get(self, message: cantools.database.Message, every_signal: bool = False) -> MessageLayout | None:
         key = (message.name, every_signal)
@@ -40,8 +39,7 @@ class Layouts:
         wanted = None if every_signal or self.wanted is None else self.wanted.get(message.name, ())
         try:
             layout = compile_message(message, wanted)
-        except Unsupported as exc:
-            self.fallbacks[message.name] = str(exc)
+        except Unsupported:  # cantools decodes it (the tests list which messages and why)
             layout = CANTOOLS
         self._cache[key] = layout
         return layout

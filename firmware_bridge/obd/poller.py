@@ -102,7 +102,6 @@ class ObdPoller(can.Listener):
         self.requests_sent = 0
         self.responses = 0
         self.timeouts = 0
-        self.asleep = False
         self.pids_per_request = _pids_per_request(settings, bus)
         self._answer = threading.Event()
         self._waiting: frozenset[int] = frozenset()
@@ -208,12 +207,10 @@ class ObdPoller(can.Listener):
         while not self._stop.is_set():
             self.supported = self.discover()
             if not self.supported:
-                self.asleep = True
                 if not self._sleep(backoff):
                     return
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
                 continue
-            self.asleep = False
             backoff = self.settings.backoff_start_s
             self._alone.clear()
             self._left_out.clear()

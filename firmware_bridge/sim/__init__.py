@@ -4,7 +4,8 @@ It feeds the pipeline exactly as a real car would (python-can frames, live or as
 distance and fuel, so every estimate the agent makes can be checked against what really happened.
 """
 
-from firmware_bridge.sim.broadcast import BroadcastSchedule, bundled_dbc_path
+from firmware_bridge.decode.dbc import bundled_dbc_path
+from firmware_bridge.sim.broadcast import BroadcastSchedule
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
 from firmware_bridge.sim.cycles import CYCLE_NAMES, Cycle, load_cycle
 from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvState, EvTruth

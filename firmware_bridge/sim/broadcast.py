@@ -11,12 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import can
 import cantools
 
+from firmware_bridge.decode.dbc import bundled_dbc_path
 from firmware_bridge.sim.car import CarState
 
 SIM_DBC_NAME = "kei_sim.dbc"
@@ -44,14 +44,6 @@ _SIGNAL_SOURCES: dict[str, dict[str, str]] = {
 _STAGGER_S = 0.002
 #: Tolerance for comparing due times computed as phase + k * period.
 _TIME_EPS_S = 1e-9
-
-
-def bundled_dbc_path(name: str) -> Path:
-    """A DBC shipped with firmware_bridge: package `firmware_bridge.dbc` when installed, else the source tree."""
-    try:
-        return Path(str(resources.files("firmware_bridge.dbc") / name))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "dbc" / name
 
 
 @dataclass(frozen=True)

@@ -204,10 +204,6 @@ class CycleFollower:
         return self.cycle.duration_s
 
     @property
-    def finished(self) -> bool:
-        return self._t_s >= self.cycle.duration_s
-
-    @property
     def state(self):
         return self._state
 

@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 
 from firmware_bridge.constants import KMH_PER_MS, S_PER_H
-from firmware_bridge.sim.broadcast import BroadcastSchedule, bundled_dbc_path
+from firmware_bridge.decode.dbc import bundled_dbc_path
+from firmware_bridge.sim.broadcast import BroadcastSchedule
 from firmware_bridge.sim.car import CycleFollower, road_load_power_w
 from firmware_bridge.sim.cycles import Cycle
 

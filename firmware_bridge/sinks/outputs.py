@@ -89,7 +89,6 @@ class Outputs:
     def __init__(self, pipeline, config: dict, vehicle_id: str, replay: bool = False,
                  bitrate: int | None = None) -> None:
         out = config["output"]
-        self.replay = replay
         self.sinks = []
         self.file = LineProtocolFile(out["line_protocol"]) if out["line_protocol"] else None
         if self.file is not None:

@@ -280,12 +280,10 @@ def _in_time_range(path: Path, blocks: Iterable[FrameBlock], problems: LogProble
     count = 0
     for block in blocks:
         bad = ~((block.t >= 0.0) & (block.t <= LATEST_FRAME_T))
+        for row in np.flatnonzero(bad).tolist():
+            problems.add(str(path), time_out_of_range(count + row + 1, float(block.t[row])))
+        count += len(block)
         if bad.any():
-            for row in np.flatnonzero(bad).tolist():
-                problems.add(str(path), time_out_of_range(count + row + 1, float(block.t[row])))
-            count += len(block)
             block = block.select(~bad)
-        else:
-            count += len(block)
         if len(block):
             yield block

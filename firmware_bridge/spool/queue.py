@@ -27,7 +27,6 @@ class SpoolWriter:
         self._queue: queue.Queue[str | None] = queue.Queue(max_points)
         self.overflow = 0
         self.points_committed = 0
-        self.commit_latency_s: float | None = None
         self._thread = threading.Thread(target=self._run, name="spool-writer", daemon=True)
         self._thread.start()
 
@@ -70,8 +69,6 @@ class SpoolWriter:
                 return
 
     def _commit(self, lines: list[str]) -> None:
-        started = time.monotonic()
         self.spool.append(("\n".join(lines) + "\n").encode("utf-8"), len(lines))
-        self.commit_latency_s = time.monotonic() - started
         self.points_committed += len(lines)
         self.on_commit()
