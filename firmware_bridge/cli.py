@@ -6,7 +6,6 @@ Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 any othe
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 from firmware_bridge import __version__
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError
+from firmware_bridge.json_output import json_text
 
 log = logging.getLogger("firmware_bridge")
 
@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- helpers ------------------------------------------------------------------------------------------------
 def _config(args) -> dict:
     """File, then INFLUX_* environment, then command-line flags: the later wins."""
-    from firmware_bridge.config import apply_influx_environment
+    from firmware_bridge.config import apply_influx_environment, check_influx
 
     config = load_config(getattr(args, "config", None))
     apply_influx_environment(config, os.environ)
@@ -129,6 +129,10 @@ def _config(args) -> dict:
         value = getattr(args, f"influx_{key}", None)
         if value:
             config["influx"][key] = value
+    if getattr(args, "influx_token", None):
+        log.warning("--influx-token is visible to every user of this machine (ps, /proc): "
+                    "give it as INFLUX_TOKEN or [influx] token_file instead")
+    check_influx(config)
     if getattr(args, "out", None):
         config["output"]["line_protocol"] = args.out
     return config
@@ -185,7 +189,7 @@ def cmd_stats(args) -> int:
     attach_calibration(pipeline, config, config["vehicle"]["id"], record=False)  # the fill-up correction, if any
     bad_lines = _replay(pipeline, args.logs)
     stats = pipeline.stats(malformed_lines=bad_lines)
-    print(json.dumps(stats, indent=2) if args.format == "json" else trips_table(stats))
+    print(json_text(stats, indent=2) if args.format == "json" else trips_table(stats))
     return 0
 
 
@@ -247,7 +251,7 @@ def cmd_decode(args) -> int:
     out = sys.stdout
     for block in read_blocks(args.logs, problems):
         for frame in batch.frames(block, every_signal=True):
-            out.write(json.dumps({"t": frame.t, "id": frame.frame_id, "message": frame.message,
+            out.write(json_text({"t": frame.t, "id": frame.frame_id, "message": frame.message,
                                   "signals": frame.signals}) + "\n")
     report_problems(problems)
     c = decoder.counts
@@ -346,18 +350,17 @@ RUN_TRIPS_KEPT = 100
 
 def cmd_run(args) -> int:
     from firmware_bridge.clock import RealClock
+    from firmware_bridge.config import bus_settings
     from firmware_bridge.sinks.console import trips_table
     from firmware_bridge.sources.bus import bus_filters, open_bus
 
     config = _config(args)
     pipeline = _pipeline(args, config)
     pipeline.tracker.keep_finished = RUN_TRIPS_KEPT
-    bus_cfg = config["bus"]
-    interface = args.interface or bus_cfg["interface"]
-    channel = args.channel or bus_cfg["channel"]
-    bitrate = args.bitrate or bus_cfg["bitrate"]
-    bus = open_bus(interface, channel, bitrate, bus_filters(pipeline.decoder.db))
-    source = f"{interface}:{channel}" + (f" at {bitrate} bit/s" if bitrate else "")
+    settings = bus_settings(config, args.interface, args.channel, args.bitrate)
+    bus = open_bus(filters=bus_filters(pipeline.decoder.db), **settings)
+    source = ":".join(str(settings[k]) for k in ("interface", "channel") if settings[k] is not None) + (
+        f" at {settings['bitrate']} bit/s" if settings["bitrate"] else "")
     try:
         _live(args, config, bus, RealClock(), pipeline, source)
     finally:
@@ -423,6 +426,18 @@ def cmd_calibration(args) -> int:
     return show_calibration(args, _config(args))
 
 
+#: Command-line numbers and the range each is checked against (the file's key where there is one).
+NUMBER_OPTIONS = {"bitrate": "bus.bitrate", "speedup": "--speedup", "litres": "--litres", "odometer": "--odometer",
+                  "price": "--price"}
+
+
+def _check_numbers(args) -> None:
+    from firmware_bridge.config import check_number
+
+    for attr, key in NUMBER_OPTIONS.items():
+        check_number(key, getattr(args, attr, None))
+
+
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "report": cmd_report,
             "decode": cmd_decode, "simulate": cmd_simulate, "fillup": cmd_fillup, "calibration": cmd_calibration}
 
@@ -433,9 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        _check_numbers(args)
         return COMMANDS[args.command](args)
     except InputError as exc:
         print(f"firmware-bridge: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None or args.verbose:
+            raise
+        print(f"firmware-bridge: error: {exc.filename}: {exc.strerror}", file=sys.stderr)  # a path we were given
         return 2
     except BrokenPipeError:
         return 0

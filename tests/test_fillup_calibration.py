@@ -137,7 +137,7 @@ def test_fillup_and_calibration_points_reach_influxdb(scenario, influx, influx_d
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("--litres", "-3", "--odometer", "100"), "--litres: expected a positive number"),
+    (("--litres", "-3", "--odometer", "100"), "--litres: -3.0 is outside (0, 1000]"),
     (("--litres", "20", "--odometer", "100", "--time", "yesterday"), "--time: expected an ISO 8601 time"),
     (("--litres", "20", "--odometer", "90", "--time", "2026-04-03T00:00"), "odometer 90 km is below the 100 km"),
 ])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timezone
 
@@ -11,6 +10,7 @@ from firmware_bridge.calibration.ledger import Fillup, Ledger
 from firmware_bridge.calibration.points import calibration_points, fillup_point
 from firmware_bridge.calibration.recorder import ledger_path
 from firmware_bridge.errors import InputError
+from firmware_bridge.json_output import json_text
 from firmware_bridge.records import Point
 from firmware_bridge.vehicles import load_vehicle
 
@@ -24,11 +24,6 @@ def parse_time(text: str | None) -> float:
     except ValueError:
         raise InputError(f"--time: expected an ISO 8601 time such as 2026-04-01T09:30, got {text!r}") from None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-
-
-def _positive(name: str, value: float | None, allow_zero: bool = False) -> None:
-    if value is not None and not (value >= 0 if allow_zero else value > 0):
-        raise InputError(f"{name}: expected a {'non-negative' if allow_zero else 'positive'} number, got {value:g}")
 
 
 def describe(correction: Correction | None, profile_ve: float) -> str:
@@ -68,9 +63,6 @@ def _send(points: list[Point], config: dict) -> str:
 
 
 def cmd_fillup(args, config: dict) -> int:
-    _positive("--litres", args.litres)
-    _positive("--odometer", args.odometer, allow_zero=True)
-    _positive("--price", args.price, allow_zero=True)
     vehicle_id = args.vehicle_id or config["vehicle"]["id"]
     profile = load_vehicle(args.vehicle or config["vehicle"]["profile"])
     fillup = Fillup(parse_time(args.time), args.odometer, args.litres, args.price, args.partial)
@@ -130,7 +122,7 @@ def cmd_calibration(args, config: dict) -> int:
     profile = load_vehicle(args.vehicle or config["vehicle"]["profile"])
     report = calibration_report(config, args.vehicle_id or config["vehicle"]["id"], profile.volumetric_efficiency)
     if args.format == "json":
-        print(json.dumps(report, indent=2))
+        print(json_text(report, indent=2))
         return 0
     print(f"vehicle {report['vehicle']!r}, ledger {report['ledger']}: {len(report['fillups'])} fill-ups")
     print(f"{'from km':>9} {'to km':>9} {'pumped L':>9} {'est. L':>8} {'pumped km/L':>11} {'est. km/L':>9} "

@@ -8,9 +8,12 @@ frames before it are kept) and the problem is reported the same way.
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +65,10 @@ def check_logs(paths: Iterable[str | Path]) -> list[Path]:
         if not path.is_file():
             raise InputError(f"{path}: no such log file")
         log_format(path)
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read the log: {exc.strerror}") from None
         checked.append(path)
     return checked
 
@@ -103,15 +110,45 @@ def read_logs(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[ca
     for path in check_logs(paths):
         count = 0
         try:
-            reader = _reader(path, problems)
-            for msg in reader:
-                count += 1
-                if 0.0 <= msg.timestamp <= LATEST_FRAME_T:
-                    yield msg
-                else:
-                    problems.add(str(path), time_out_of_range(count, msg.timestamp))
+            with python_can_warnings(problems, path):
+                for msg in _reader(path, problems):
+                    count += 1
+                    if 0.0 <= msg.timestamp <= LATEST_FRAME_T:
+                        yield msg
+                    else:
+                        problems.add(str(path), time_out_of_range(count, msg.timestamp))
         except Exception as exc:  # noqa: BLE001 - python-can's readers raise assorted types on corrupt files
             report_unreadable(problems, path, count, exc)
+
+
+class _Problems(logging.Handler):
+    def __init__(self, problems: LogProblems, path: Path) -> None:
+        super().__init__(logging.WARNING)
+        self.problems, self.path = problems, path
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.problems.add(str(self.path), record.getMessage())
+
+
+@contextmanager
+def python_can_warnings(problems: LogProblems, path: Path):
+    """python-can's readers log (or warn about) what they skip, e.g. an empty .trc: counted as our problems
+    with the file's name, instead of leaking as their own warnings."""
+    logger = logging.getLogger("can")
+    handler, propagate = _Problems(problems, path), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield
+            finally:
+                for warning in caught:
+                    problems.add(str(path), str(warning.message))
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def time_out_of_range(frame_number: int, t: float) -> str:
