@@ -24,12 +24,15 @@ log = logging.getLogger("firmware_bridge")
 # -- argument parsing ---------------------------------------------------------------------------------------
 def _add_decode_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dbc", action="append", default=[], metavar="FILE",
-                   help="extra DBC file (repeatable); bundled OBD-II and simulator DBCs are always loaded")
+                   help="extra database file (repeatable); the OBD-II DBC and the car's own files are always loaded")
+    p.add_argument("--signal-map", metavar="FILE",
+                   help="TOML map of which MESSAGE.signal gives which quantity (as `inspect` prints one)")
 
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     _add_decode_options(p)
-    p.add_argument("--vehicle", metavar="PROFILE", help="vehicle profile name or .toml path (default generic-kei)")
+    p.add_argument("--vehicle", metavar="CAR",
+                   help="a bundled car's name, a car folder or a .toml profile (default generic-kei: OBD-II only)")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
 
 
@@ -90,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="decoded frames as JSON Lines")
     p.add_argument("logs", nargs="+", metavar="LOG")
     _add_decode_options(p)
+    p.add_argument("--vehicle", metavar="CAR", help="also decode with this car's own databases")
 
     p = sub.add_parser("simulate", help="write a candump log of the simulated kei car")
     p.add_argument("--cycle", default="wltc", help="drive cycle (wltc, wltc-jp)")
@@ -156,7 +160,7 @@ def _pipeline(args, config):
     return Pipeline(PipelineOptions(
         dbc_files=[*config["vehicle"]["dbc"], *args.dbc],
         vehicle=args.vehicle or config["vehicle"]["profile"],
-        signal_map=config["vehicle"]["signal_map"],
+        signal_map=getattr(args, "signal_map", None) or config["vehicle"]["signal_map"],
         settings=analytics_settings(config)))
 
 
@@ -245,7 +249,14 @@ def cmd_decode(args) -> int:
     from firmware_bridge.sources.logs import LogProblems, check_logs, report_problems
 
     check_logs(args.logs)
-    decoder = LiveDecoder(load_database(args.dbc), wanted=None)  # every signal, as cantools gives them
+    from firmware_bridge.state.vehicle import check_signal_map
+
+    from firmware_bridge.vehicles import load_vehicle
+
+    database = load_database([*(load_vehicle(args.vehicle).dbc if args.vehicle else ()), *args.dbc])
+    if args.signal_map:
+        check_signal_map(args.signal_map, database)
+    decoder = LiveDecoder(database, wanted=None)  # every signal, as cantools gives them
     batch = BatchDecoder(decoder)
     problems = LogProblems()
     out = sys.stdout
@@ -278,7 +289,9 @@ def cmd_simulate(args) -> int:
     truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
                       obd_poll_hz=0.0 if args.no_obd else 10.0)
     print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
-          f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)", file=sys.stderr)
+          f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)"
+          + ("" if args.no_broadcast else "; read it with --vehicle kei-sim (the simulator's own frames)"),
+          file=sys.stderr)
     return 0
 
 
@@ -380,8 +393,7 @@ def cmd_demo(args) -> int:
         raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
     config = _config(args)
     config["obd"]["enabled"] = args.obd = not args.ev  # an EV broadcasts: nobody polls it
-    if args.ev:
-        args.vehicle = args.vehicle or "mitsubishi-i-miev"
+    args.vehicle = args.vehicle or ("mitsubishi-i-miev" if args.ev else "kei-sim")
     pipeline = _pipeline(args, config)
     clock = ScaledClock(args.speedup)
     channel = f"firmware-bridge-demo-{os.getpid()}"

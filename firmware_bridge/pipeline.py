@@ -19,7 +19,7 @@ from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.decode.live import LiveDecoder
 from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.records import DecodedFrame, Sample
-from firmware_bridge.state.vehicle import VehicleState, load_signal_map
+from firmware_bridge.state.vehicle import VehicleState, check_signal_map, load_signal_map
 from firmware_bridge.vehicles import VehicleProfile, load_vehicle
 
 
@@ -41,11 +41,14 @@ class Pipeline:
     def __init__(self, options: PipelineOptions | None = None) -> None:
         options = options or PipelineOptions()
         self.profile: VehicleProfile = load_vehicle(options.vehicle)
-        self.state = VehicleState(load_signal_map(options.signal_map))
-        # The profile's DBCs first, so a user's --dbc overrides a frame ID the profile's files define. Frames are
-        # decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
-        self.decoder: LiveDecoder | FrameDecoder = LiveDecoder(
-            load_database([*self.profile.dbc, *options.dbc_files]), self.state.wanted_signals())
+        # The car's DBCs first, so a user's --dbc overrides a frame ID the car's files define.
+        database = load_database([*self.profile.dbc, *options.dbc_files])
+        for routes in (self.profile.signal_map, options.signal_map):
+            if routes is not None:
+                check_signal_map(routes, database)
+        self.state = VehicleState(load_signal_map(options.signal_map, self.profile.signal_map))
+        # Frames are decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
+        self.decoder: LiveDecoder | FrameDecoder = LiveDecoder(database, self.state.wanted_signals())
         self.tracker = TripTracker(options.settings, self.profile)
         self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import can
 import pytest
@@ -91,3 +92,16 @@ def influx_db(influx, request):
     name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:60]
     influx.create_database(name)
     return name
+
+
+#: Recordings of real cars made by other people, kept beside the repository (never inside it); tests that read
+#: them skip where the folder is absent, so a clone elsewhere still passes.
+REAL_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "real"
+
+
+def real_log(name: str) -> Path:
+    """A real recording by file name, or the test is skipped (with the reason) where it is not present."""
+    path = REAL_DIR / name
+    if not path.is_file():
+        pytest.skip(f"real recording {name} not present ({REAL_DIR} is absent)")
+    return path

@@ -19,6 +19,7 @@ import pytest
 
 from firmware_bridge.decode.compiled import compile_message
 from firmware_bridge.decode.dbc import BUNDLED_DBCS, bundled_dbc_path
+from firmware_bridge.vehicles import available_vehicles, load_vehicle
 from firmware_bridge.decode.layout import Unsupported
 
 RANDOM_PAYLOADS = 12
@@ -137,8 +138,10 @@ def check_database(db, label: str, rng: random.Random) -> tuple[int, list[str], 
 
 def test_bundled_dbcs_decode_identically():
     rng = random.Random(7)
-    for name in BUNDLED_DBCS:
-        db = cantools.database.load_file(str(bundled_dbc_path(name)))
+    car_dbcs = [path for car in available_vehicles() for path in load_vehicle(car).dbc]
+    assert any(path.endswith("kei_sim.dbc") for path in car_dbcs)
+    for name in [*(str(bundled_dbc_path(name)) for name in BUNDLED_DBCS), *car_dbcs]:
+        db = cantools.database.load_file(name)
         checked, mismatches, fallbacks = check_database(db, name, rng)
         assert checked == len(db.messages) and not fallbacks and not mismatches, (fallbacks, mismatches[:5])
 

@@ -30,7 +30,7 @@ from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems, read_logs
 
 
-def _pipeline(vehicle=None, settings=None, corrections=None) -> Pipeline:
+def _pipeline(vehicle="kei-sim", settings=None, corrections=None) -> Pipeline:
     pipeline = Pipeline(PipelineOptions(vehicle=vehicle, settings=settings or AnalyticsSettings()))
     pipeline.tracker.fuel_corrections.update(corrections or {})
     return pipeline
@@ -268,9 +268,9 @@ def test_decode_command_matches_cantools(tmp_path, broadcast_log):
     head = tmp_path / "head.log"
     head.write_text("".join(broadcast_log.read_text().splitlines(keepends=True)[:20_000])
                     + "(1775034999.000000) vcan0 7E8#0341011111555555\n")  # a PID the DBC does not describe
-    result = run_cli("decode", head)
+    result = run_cli("decode", head, "--vehicle", "kei-sim")
     assert result.returncode == 0, result.stderr
-    decoder = FrameDecoder(Pipeline().decoder.db)
+    decoder = FrameDecoder(Pipeline(PipelineOptions(vehicle="kei-sim")).decoder.db)
     expected = []
     for msg in read_logs([head], LogProblems()):
         frame = decoder.decode(msg)

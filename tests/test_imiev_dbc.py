@@ -6,13 +6,13 @@ import can
 import cantools
 import pytest
 
-from firmware_bridge.decode.dbc import bundled_dbc_path
+from firmware_bridge.sim.ev import IMIEV_DBC_PATH
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.state.vehicle import load_signal_map
+from firmware_bridge.vehicles import load_vehicle
 
 from conftest import T0, run_cli, write_log
 
-DBC = "mitsubishi_i_miev.dbc"
 
 
 def frame(frame_id: int, hex_data: str, t: float = T0) -> can.Message:
@@ -21,14 +21,14 @@ def frame(frame_id: int, hex_data: str, t: float = T0) -> can.Message:
 
 @pytest.fixture(scope="module")
 def db():
-    return cantools.database.load_file(str(bundled_dbc_path(DBC)))
+    return cantools.database.load_file(str(IMIEV_DBC_PATH))
 
 
 def test_published_test_frames_decode_to_published_values(tmp_path):
     """0x412 FE 00 01 72 27 -> 0 km/h, 94,759 km; 0x374 B0 B3 -> SoC 84.5 % by (D1 - 10) / 2."""
     log = tmp_path / "published.log"
     write_log(log, [frame(0x412, "FE00017227000000"), frame(0x374, "B0B3000000000000", T0 + 0.1)])
-    result = run_cli("decode", log, "--dbc", DBC)  # a bundled DBC by name
+    result = run_cli("decode", log, "--dbc", IMIEV_DBC_PATH)
     assert result.returncode == 0, result.stderr
     cluster, soc = [json.loads(line) for line in result.stdout.splitlines()]
     assert cluster["message"] == "IMIEV_CLUSTER" and cluster["signals"] == {"speed_kmh": 0, "odometer_km": 94759}
@@ -81,6 +81,9 @@ def test_profile_loads_the_dbc_and_the_signal_map_routes_it():
 
 def test_every_imiev_source_in_the_signal_map_exists_in_the_dbc(db):
     signals = {f"{m.name}.{s.name}" for m in db.messages for s in m.signals}
-    routed = {source for sources in load_signal_map().values() for source in sources if source.startswith("IMIEV_")}
+    car_routes = load_vehicle("mitsubishi-i-miev").signal_map
+    routed = {source for sources in load_signal_map(car_map=car_routes).values() for source in sources
+              if source.startswith("IMIEV_")}
+    assert not any(s.startswith("IMIEV_") for sources in load_signal_map().values() for s in sources)
     assert routed and routed <= signals
     assert signals - routed == {"IMIEV_ABS_SPEED.abs_speed_kmh"}  # one source only: for a user map to promote

@@ -2,14 +2,16 @@
 
 import json
 import math
+from pathlib import Path
 
+import can
 import pytest
 
 from firmware_bridge.errors import InputError
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.vehicles import available_vehicles, load_vehicle
 
-from conftest import obd_drive, run_cli, write_log
+from conftest import T0, obd_drive, run_cli, write_log
 
 MODELS = {"suzuki-alto", "suzuki-alto-hybrid", "honda-n-box", "daihatsu-mira-es", "daihatsu-move", "nissan-dayz",
           "nissan-sakura", "mitsubishi-i-miev"}
@@ -49,7 +51,7 @@ def test_ev_profiles_match_reference():
             c.wltc_range_km) == (124, 100, 113, 142, 180)
     assert imiev.electric and (imiev.battery_kwh, imiev.battery_nominal_v) == (16, 330)
     assert imiev.catalog.jc08_wh_per_km == 110 and imiev.catalog.wltc_wh_per_km is None
-    assert imiev.dbc == ("mitsubishi_i_miev.dbc",)
+    assert [Path(p).name for p in imiev.dbc] == ["mitsubishi_i_miev.dbc"] and Path(imiev.dbc[0]).is_file()
 
 
 def test_unknown_vehicle_lists_the_available_ones(tmp_path):
@@ -103,3 +105,50 @@ def test_catalog_pct_per_domain_and_combined(tmp_path, trapezoid_drive):
     assert all(d["catalog_pct"] is None for d in plain["speed_domains"].values())  # no L/M/H figures: null
     generic = json.loads(run_cli("stats", tmp_path / "drive.log", "--format", "json").stdout)["trips"][0]
     assert generic["catalog_pct"] is None
+
+
+@pytest.mark.parametrize("name", available_vehicles())
+def test_every_bundled_car_folder_loads_with_its_routes_checked(name):
+    """A car folder's signal map may name only messages and signals its own databases have."""
+    pipeline = Pipeline(PipelineOptions(vehicle=name))
+    profile = pipeline.profile
+    assert profile.folder and all(Path(p).is_file() for p in profile.dbc if not p.startswith("opendbc:"))
+    if profile.signal_map:
+        routed = {s.split(".")[0] for s in pipeline.state.wanted_signals()}
+        assert routed <= {m.name for m in pipeline.decoder.db.messages}
+
+
+def test_the_simulator_is_decoded_only_for_the_simulated_car():
+    for name in available_vehicles():
+        names = {m.name for m in Pipeline(PipelineOptions(vehicle=name)).decoder.db.messages}
+        routes = Pipeline(PipelineOptions(vehicle=name)).state.wanted_signals()
+        simulated = {n for n in [*names, *routes] if n.startswith("SIM_")}
+        assert bool(simulated) == (name == "kei-sim"), name
+
+
+def test_a_car_folder_anywhere(tmp_path):
+    car = tmp_path / "my-hijet"
+    car.mkdir()
+    (car / "hijet.dbc").write_text('VERSION ""\nBS_:\nBU_: X\nBO_ 1281 HIJET_SPEED: 8 X\n'
+                                   ' SG_ speed : 0|8@1+ (1,0) [0|255] "km/h" Vector__XXX\n')
+    (car / "profile.toml").write_text('fuel = "gasoline"\ndisplacement_l = 0.658\ndbc = ["hijet.dbc"]\n')
+    (car / "signal_map.toml").write_text('speed_kmh = ["HIJET_SPEED.speed"]\n')
+    pipeline = Pipeline(PipelineOptions(vehicle=str(car)))
+    assert pipeline.profile.name == "my-hijet"
+    frames = [can.Message(timestamp=T0 + i, arbitration_id=1281, is_extended_id=False, data=[40] + [0] * 7)
+              for i in range(3)]
+    for msg in frames:
+        pipeline.feed(msg)
+    assert pipeline.state.values["speed_kmh"] == 40.0
+    (car / "signal_map.toml").write_text('speed_kmh = ["HIJET_SPEED.sped"]\n')
+    write_log(tmp_path / "a.log", frames)
+    result = run_cli("stats", tmp_path / "a.log", "--vehicle", car)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert "signal_map.toml" in line and "HIJET_SPEED has no signal 'sped'" in line
+    (car / "signal_map.toml").write_text('speed_kmh = ["HIJET_SPEDE.speed"]\n')
+    result = run_cli("stats", tmp_path / "a.log", "--vehicle", car)
+    assert result.returncode == 2 and "no loaded database has a message 'HIJET_SPEDE'" in result.stderr
+    (car / "profile.toml").unlink()
+    result = run_cli("stats", tmp_path / "a.log", "--vehicle", car)
+    assert result.returncode == 2 and "not a car folder" in result.stderr

@@ -22,7 +22,7 @@ def test_run_reads_the_bus_and_stops_cleanly_on_sigterm(tmp_path, capsys, obd):
     out = tmp_path / "drive.lp"
     config = tmp_path / "agent.toml"
     config.write_text("[analytics]\nmin_trip_s = 5\n")
-    argv = ["run", "-i", "virtual", "-c", channel, "--out", str(out), "--vehicle-id", "test car",
+    argv = ["run", "-i", "virtual", "-c", channel, "--out", str(out), "--vehicle-id", "test car", "--vehicle", "kei-sim",
             "--config", str(config)]
     if obd:
         argv.append("--obd")

@@ -21,7 +21,7 @@ from firmware_bridge.sim import (
     KeiCar,
     ObdResponder,
     SimulatedCar,
-    bundled_dbc_path,
+    SIM_DBC_PATH,
     encode_response,
     generate_frames,
     load_cycle,
@@ -236,7 +236,7 @@ def test_responder_addressing_and_silence():
 
 
 def test_broadcast_round_trip(warm_state):
-    database = cantools.database.load_file(str(bundled_dbc_path("kei_sim.dbc")))
+    database = cantools.database.load_file(str(SIM_DBC_PATH))
     schedule = BroadcastSchedule()
     assert [period for period, _ in schedule] == [0.02, 0.02, 0.1, 0.5]
     frames = schedule.frames_due(0.01, warm_state)

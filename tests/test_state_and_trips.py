@@ -13,7 +13,7 @@ from conftest import T0
 
 
 def test_same_signal_name_in_two_messages_never_collides():
-    state = VehicleState(load_signal_map())
+    state = VehicleState(load_signal_map(car_map=load_vehicle("kei-sim").signal_map))
     obd = lambda t, v: DecodedFrame(t, 0x7E8, "OBD2_RESPONSE", {"pid": 13, "vehicle_speed_kmh": v})
     sim = lambda t, v: DecodedFrame(t, 0x1A0, "SIM_SPEED", {"vehicle_speed_kmh": v})
     assert state.update(obd(T0, 50)) == [Sample(T0, "speed_kmh", 50.0)]
@@ -26,8 +26,8 @@ def test_same_signal_name_in_two_messages_never_collides():
 def test_user_signal_map_comes_first(tmp_path):
     user = tmp_path / "map.toml"
     user.write_text('speed_kmh = ["MY_ABS.wheel_speed"]\n')
-    signal_map = load_signal_map(user)
-    assert signal_map["speed_kmh"][0] == "MY_ABS.wheel_speed"
+    signal_map = load_signal_map(user, car_map=load_vehicle("kei-sim").signal_map)
+    assert signal_map["speed_kmh"][:2] == ["MY_ABS.wheel_speed", "SIM_SPEED.vehicle_speed_kmh"]
     assert "OBD2_RESPONSE.vehicle_speed_kmh" in signal_map["speed_kmh"]
 
 

@@ -9,8 +9,8 @@ import cantools
 
 from firmware_bridge.errors import InputError
 
-#: DBC files loaded by default: OBD-II responses and requests, and the simulator's broadcast frames.
-BUNDLED_DBCS = ("obd2.dbc", "kei_sim.dbc")
+#: DBC files loaded for every car: OBD-II responses and requests. A car's own files come from its folder.
+BUNDLED_DBCS = ("obd2.dbc",)
 
 
 def bundled_dbc_path(name: str) -> Path:
@@ -19,7 +19,7 @@ def bundled_dbc_path(name: str) -> Path:
 
 
 def _resolve(path: str | Path) -> Path:
-    """A file path, or the name of a bundled DBC (``mitsubishi_i_miev.dbc``: what vehicle profiles list)."""
+    """A file path, or the name of a bundled DBC (``obd2.dbc``)."""
     path = Path(path)
     if not path.is_file() and path.parent == Path(".") and bundled_dbc_path(path.name).is_file():
         return bundled_dbc_path(path.name)

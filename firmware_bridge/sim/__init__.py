@@ -4,8 +4,7 @@ It feeds the pipeline exactly as a real car would (python-can frames, live or as
 distance and fuel, so every estimate the agent makes can be checked against what really happened.
 """
 
-from firmware_bridge.decode.dbc import bundled_dbc_path
-from firmware_bridge.sim.broadcast import BroadcastSchedule
+from firmware_bridge.sim.broadcast import SIM_DBC_PATH, BroadcastSchedule
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
 from firmware_bridge.sim.cycles import CYCLE_NAMES, Cycle, load_cycle
 from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvState, EvTruth
@@ -15,6 +14,7 @@ from firmware_bridge.sim.runner import SimulatedCar, generate_frames, write_log
 __all__ = [
     "CYCLE_NAMES",
     "PID_SETS",
+    "SIM_DBC_PATH",
     "BroadcastSchedule",
     "CarConfig",
     "CarState",
@@ -27,7 +27,6 @@ __all__ = [
     "KeiCar",
     "ObdResponder",
     "SimulatedCar",
-    "bundled_dbc_path",
     "encode_response",
     "generate_frames",
     "load_cycle",

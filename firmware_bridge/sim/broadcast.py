@@ -1,4 +1,5 @@
-"""The simulated car's own periodic broadcast frames, encoded with cantools from dbc/kei_sim.dbc.
+"""The simulated car's own periodic broadcast frames, encoded with cantools from the ``kei-sim``
+car's kei_sim.dbc.
 
 Manufacturer-style frames arrive unasked and fast (20-500 ms), next to the slow request/response OBD-II
 traffic, so the decoder and the signal map see both kinds of source. Periods come from the DBC's
@@ -16,10 +17,11 @@ from pathlib import Path
 import can
 import cantools
 
-from firmware_bridge.decode.dbc import bundled_dbc_path
+from firmware_bridge.vehicles import bundled_folder
 from firmware_bridge.sim.car import CarState
 
-SIM_DBC_NAME = "kei_sim.dbc"
+#: The simulated car's broadcast frames: a DBC made up for the simulator, in the ``kei-sim`` car's folder.
+SIM_DBC_PATH = bundled_folder("kei-sim") / "kei_sim.dbc"
 
 #: Which CarState attribute feeds each DBC signal, per message (booleans are sent as 0/1).
 _SIGNAL_SOURCES: dict[str, dict[str, str]] = {
@@ -70,7 +72,7 @@ class BroadcastSchedule:
     def __init__(self, dbc_path: str | Path | None = None, signal_sources: dict[str, dict[str, str]] | None = None,
                  ) -> None:
         """The simulator's own frames by default; or another DBC with its message -> signal -> state map."""
-        database = cantools.database.load_file(str(dbc_path or bundled_dbc_path(SIM_DBC_NAME)))
+        database = cantools.database.load_file(str(dbc_path or SIM_DBC_PATH))
         frames = []
         for index, (name, sources) in enumerate((signal_sources or _SIGNAL_SOURCES).items()):
             message = database.get_message_by_name(name)

@@ -4,7 +4,7 @@ Same cycles and road load as the petrol car. Wheel power becomes battery power t
 efficiency (or, braking above a few km/h, comes back through the regeneration efficiency up to a power
 limit); accessories always draw. The pack is an open-circuit voltage that rises with state of charge behind an
 internal resistance, so the current for a power follows from P = (OCV − I·R)·I. The car broadcasts what the
-i-MiEV broadcasts (dbc/mitsubishi_i_miev.dbc): it is not polled. Its truth is the DC energy out of the pack,
+i-MiEV broadcasts (mitsubishi_i_miev.dbc): it is not polled. Its truth is the DC energy out of the pack,
 the number the agent's −V·I integral is judged against.
 """
 
@@ -14,12 +14,12 @@ import math
 from dataclasses import dataclass
 
 from firmware_bridge.constants import KMH_PER_MS, S_PER_H
-from firmware_bridge.decode.dbc import bundled_dbc_path
+from firmware_bridge.vehicles import bundled_folder
 from firmware_bridge.sim.broadcast import BroadcastSchedule
 from firmware_bridge.sim.car import CycleFollower, road_load_power_w
 from firmware_bridge.sim.cycles import Cycle
 
-IMIEV_DBC_NAME = "mitsubishi_i_miev.dbc"
+IMIEV_DBC_PATH = bundled_folder("mitsubishi-i-miev") / "mitsubishi_i_miev.dbc"
 _S_PER_MIN = 60.0
 _W_PER_KW = 1000.0
 #: i-MiEV shift lever code for D (REFERENCE.md, 0x418).
@@ -186,7 +186,7 @@ class ElectricKeiCar(CycleFollower):
         )
 
 
-#: Which EvState attribute feeds each signal of dbc/mitsubishi_i_miev.dbc, per message.
+#: Which EvState attribute feeds each signal of mitsubishi_i_miev.dbc, per message.
 IMIEV_SIGNAL_SOURCES: dict[str, dict[str, str]] = {
     "IMIEV_KEY": {"key_on": "key_on"},
     "IMIEV_PEDAL": {"accel_pedal_pct": "accel_pedal_pct"},
@@ -203,4 +203,4 @@ IMIEV_SIGNAL_SOURCES: dict[str, dict[str, str]] = {
 
 def imiev_broadcast_schedule() -> BroadcastSchedule:
     """The i-MiEV's broadcast, at the periods its DBC gives."""
-    return BroadcastSchedule(bundled_dbc_path(IMIEV_DBC_NAME), IMIEV_SIGNAL_SOURCES)
+    return BroadcastSchedule(IMIEV_DBC_PATH, IMIEV_SIGNAL_SOURCES)

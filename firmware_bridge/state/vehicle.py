@@ -29,17 +29,42 @@ def _read_map(text: str, origin: str) -> dict[str, list[str]]:
     return data
 
 
-def load_signal_map(user_map: str | Path | None = None) -> dict[str, list[str]]:
-    """The bundled map, with a user map's sources put first for each quantity it names."""
+def _read_map_file(path: str | Path, what: str) -> dict[str, list[str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {exc}") from None
+    return _read_map(text, str(path))
+
+
+def load_signal_map(user_map: str | Path | None = None, car_map: str | Path | None = None) -> dict[str, list[str]]:
+    """The OBD-II map, after the car's own routes, after a user map's: for each quantity, best source first."""
     bundled = resources.files("firmware_bridge.state") / "signal_map.toml"
     merged = _read_map(bundled.read_text(encoding="utf-8"), "signal_map.toml")
-    if user_map is not None:
-        path = Path(user_map)
-        if not path.is_file():
-            raise InputError(f"{path}: signal map not found")
-        for quantity, sources in _read_map(path.read_text(encoding="utf-8"), str(path)).items():
+    for path, what in ((car_map, "car signal map"), (user_map, "signal map")):
+        if path is None:
+            continue
+        for quantity, sources in _read_map_file(path, what).items():
             merged[quantity] = sources + [s for s in merged.get(quantity, []) if s not in sources]
     return merged
+
+
+def check_signal_map(path: str | Path, db) -> None:
+    """A map naming a message or signal that no loaded database has is an error: a typo would read as silence."""
+    for quantity, sources in _read_map_file(path, "signal map").items():
+        for source in sources:
+            message_name, signal_name = source.split(".", 1)
+            try:
+                message = db.get_message_by_name(message_name)
+            except KeyError:
+                raise InputError(f"{path}: {quantity}: no loaded database has a message {message_name!r}"
+                                 " (add its DBC with --dbc)") from None
+            if signal_name not in {signal.name for signal in message.signals}:
+                raise InputError(f"{path}: {quantity}: message {message_name} has no signal {signal_name!r}; "
+                                 f"it has {', '.join(sorted(s.name for s in message.signals))}")
 
 
 class VehicleState:

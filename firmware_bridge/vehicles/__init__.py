@@ -1,6 +1,9 @@
-"""Vehicle profiles: one TOML data file per model (engine, fuel, catalog figures, DBC files...).
+"""Cars: one folder per model holding its profile, its DBC files and its signal routes.
 
-``--vehicle NAME`` picks a bundled profile by name, or a path to the user's own TOML file. A field a profile
+A car folder (``vehicles/<name>/`` here, or anywhere on disk) holds ``profile.toml`` (engine, fuel, catalog
+figures, the DBC files that apply), those DBC files, and optionally ``signal_map.toml`` (which of its signals
+give which canonical quantity, in the same form as the global OBD-II map). Adding a car touches that folder
+only. ``--vehicle`` takes a bundled car's name, a car folder, or a single ``.toml`` profile. A field a profile
 leaves out is unknown (None), never guessed: a profile states only what its cited sources say.
 """
 
@@ -67,8 +70,12 @@ class VehicleProfile:
     curb_mass_kg: float | None = None
     battery_kwh: float | None = None
     battery_nominal_v: float | None = None
-    #: DBC files that apply to this model: names of bundled DBCs (``dbc/``) or paths; loaded with the profile.
+    #: Database files that apply to this model (paths resolved against the car's folder, or ``opendbc:NAME``).
     dbc: tuple[str, ...] = ()
+    #: The car's own signal routes (``signal_map.toml`` in its folder), put before the OBD-II ones; None: none.
+    signal_map: str | None = None
+    #: The car's folder (None for a single-file profile).
+    folder: str | None = None
     #: Where each figure comes from.
     sources: tuple[str, ...] = ()
     catalog: Catalog = field(default_factory=Catalog)
@@ -78,9 +85,16 @@ class VehicleProfile:
         return self.fuel == "electric"
 
 
+PROFILE_FILE, SIGNAL_MAP_FILE = "profile.toml", "signal_map.toml"
+
+
+def bundled_folder(name: str) -> Path:
+    """The folder of a car shipped with the package."""
+    return Path(str(resources.files(__name__) / name))
+
+
 def available_vehicles() -> list[str]:
-    return sorted(p.name.removesuffix(".toml") for p in resources.files(__name__).iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(p.name for p in resources.files(__name__).iterdir() if (p / PROFILE_FILE).is_file())
 
 
 def _check_value(origin: str, key: str, kind: str, value):
@@ -112,29 +126,54 @@ def _build(cls, data: dict, origin: str, prefix: str = ""):
     return values if cls is VehicleProfile else cls(**values)
 
 
-def load_vehicle(name_or_path: str | None = None) -> VehicleProfile:
-    """A bundled profile by name, or a TOML file by path; an unknown name lists the available ones."""
-    name_or_path = name_or_path or DEFAULT_VEHICLE
+def _locate(name_or_path: str) -> tuple[Path, Path | None]:
+    """(profile file, car folder or None) for a bundled name, a car folder or a ``.toml`` file."""
     path = Path(name_or_path)
+    if path.is_dir():
+        if not (path / PROFILE_FILE).is_file():
+            raise InputError(f"{path}: not a car folder (it has no {PROFILE_FILE})")
+        return path / PROFILE_FILE, path
     if path.suffix == ".toml" and path.is_file():
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    elif name_or_path in available_vehicles():
-        text = (resources.files(__name__) / f"{name_or_path}.toml").read_text(encoding="utf-8")
-        origin = f"{name_or_path}.toml"
-    else:
-        raise InputError(f"unknown vehicle {name_or_path!r}; available: {', '.join(available_vehicles())}"
-                         " (or a path to a .toml profile)")
+        return path, None
+    if name_or_path in available_vehicles():
+        folder = bundled_folder(name_or_path)
+        return folder / PROFILE_FILE, folder
+    raise InputError(f"unknown vehicle {name_or_path!r}; available: {', '.join(available_vehicles())}"
+                     " (or a car folder, or a path to a .toml profile)")
+
+
+def _beside(base: Path, name: str) -> str:
+    """A database named in a profile: ``opendbc:NAME`` as it is, a file found beside the profile, or the name."""
+    if name.startswith("opendbc:"):
+        return name
+    return str(base / name) if (base / name).is_file() else name
+
+
+def load_vehicle(name_or_path: str | None = None) -> VehicleProfile:
+    """A bundled car by name, a car folder, or a TOML profile; an unknown name lists the available ones."""
+    name_or_path = name_or_path or DEFAULT_VEHICLE
+    profile_path, folder = _locate(name_or_path)
+    bundled = folder is not None and folder == bundled_folder(folder.name)
+    origin = f"{folder.name}/{PROFILE_FILE}" if bundled else str(profile_path)
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(profile_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{profile_path}: cannot read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{origin}: {exc}") from None
+    for internal in ("signal_map", "folder"):
+        if internal in data:
+            raise InputError(f"{origin}: {internal}: comes from the car's folder, not from the profile")
     values = _build(VehicleProfile, data, origin)
-    values.setdefault("name", path.stem if origin == str(path) else name_or_path)
+    values.setdefault("name", folder.name if folder is not None else profile_path.stem)
     if values.get("fuel", "gasoline") not in FUELS:
         raise InputError(f"{origin}: fuel: expected one of {', '.join(FUELS)}, got {values['fuel']!r}")
     if values.get("fuel", "gasoline") == "gasoline" and values.get("displacement_l") is None:
         raise InputError(f"{origin}: displacement_l: a gasoline profile needs the engine displacement")
-    if origin == str(path):  # a user's profile: a DBC file beside it is found whatever the working directory
-        values["dbc"] = tuple(str(path.parent / d) if (path.parent / d).is_file() else d
-                              for d in values.get("dbc", ()))
+    base = profile_path.parent  # the car's files are found whatever the working directory
+    values["dbc"] = tuple(_beside(base, d) for d in values.get("dbc", ()))
+    if folder is not None:
+        values["folder"] = str(folder)
+        if (folder / SIGNAL_MAP_FILE).is_file():
+            values["signal_map"] = str(folder / SIGNAL_MAP_FILE)
     return VehicleProfile(**values)
