@@ -301,11 +301,12 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     import time
 
     from firmware_bridge import systemd
-    from firmware_bridge.obd.poller import ObdPoller, PollSettings
+    from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
     from firmware_bridge.sources.live import run_live
 
     polling = args.obd if args.obd is not None else config["obd"]["enabled"]
+    settings = poll_settings(config["obd"])  # refused here, polling or not: a bad cap never waits to bite
     outputs = _outputs(pipeline, args, config)
     print(f"firmware-bridge: reading {source}; OBD-II polling "
           f"{'on, at most %g requests/s' % config['obd']['max_requests_per_s'] if polling else 'off (passive)'}; "
@@ -317,10 +318,6 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     listeners = []
     poller = None
     if polling:
-        obd = config["obd"]
-        settings = PollSettings(max_requests_per_s=obd["max_requests_per_s"], fast_interval_s=obd["fast_interval_s"],
-                                slow_interval_s=obd["slow_interval_s"], response_timeout_s=obd["response_timeout_s"],
-                                request_id=obd["request_id"], max_pids_per_request=obd["max_pids_per_request"])
         values = pipeline.state.values
         poller = ObdPoller(bus, settings, clock, engine_rpm=lambda: values.get("engine_rpm"),
                            speed_kmh=lambda: values.get("speed_kmh"))

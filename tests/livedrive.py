@@ -33,13 +33,14 @@ class LiveDrive:
 
 def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, settings=None,
                start=1775034000.0, options=None, later=None, agent_config=None, during=None,
-               poll=True, broadcast=False) -> LiveDrive:
+               poll=True, broadcast=False, car_options=None, poller_options=None) -> LiveDrive:
     """Drive ``cycle``; ``later=(cycle, offset_s)`` brings a second drive of the same car on the bus after a
     silence (the ECU is asleep in between). Ends when the last drive does.
 
     ``agent_config`` (a firmware_bridge.config dict) adds the agent's sinks (line-protocol file, InfluxDB through
     the spool); ``during(car_time_s)`` is called on every tick, e.g. to stop a server mid-drive. ``poll=False``
-    leaves the agent passive (an EV: ``config=EvConfig()`` broadcasts, nobody polls)."""
+    leaves the agent passive (an EV: ``config=EvConfig()`` broadcasts, nobody polls). ``car_options`` go to each
+    SimulatedCar (e.g. a 29-bit ``ecu_tx_id``, ``diagnostics``), ``poller_options`` to the ObdPoller."""
     channel = f"test-live-{next(_channels)}"
     clock = ScaledClock(speedup, start=start)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -51,11 +52,12 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
     values = pipeline.state.values
     poller = ObdPoller(agent_bus, settings or PollSettings(response_timeout_s=0.5), clock,
                        engine_rpm=lambda: values.get("engine_rpm"),
-                       speed_kmh=lambda: values.get("speed_kmh")) if poll else None
+                       speed_kmh=lambda: values.get("speed_kmh"), **(poller_options or {})) if poll else None
     drives = [(cycle, 0.0)] + ([later] if later else [])
     car_buses = [can.Bus(interface="virtual", channel=channel, preserve_timestamps=True) for _ in drives]
     cars = [SimulatedCar(bus, config or CarConfig(), c, pid_set=pid_set, clock=clock, broadcast=broadcast,
-                         start_time=start + offset_s) for bus, (c, offset_s) in zip(car_buses, drives)]
+                         start_time=start + offset_s, **(car_options or {}))
+            for bus, (c, offset_s) in zip(car_buses, drives)]
     stop = threading.Event()
     outputs = Outputs(pipeline, agent_config, "kei") if agent_config else None
 

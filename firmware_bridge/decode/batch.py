@@ -15,6 +15,7 @@ import numpy as np
 
 from firmware_bridge.decode.compiled import Fragment, MessageLayout
 from firmware_bridge.decode.live import CANTOOLS, LiveDecoder
+from firmware_bridge.obd import ids as obd_ids
 from firmware_bridge.obd import pids
 from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.records import DecodedFrame
@@ -61,7 +62,7 @@ class BatchDecoder:
         if self.answers is None:
             return np.zeros(0, dtype=np.int64)
         ids = block.frame_id
-        obd = np.where(block.extended, (ids & 0x1FFFFF00) == 0x18DAF100, (ids >= 0x7E8) & (ids <= 0x7EF))
+        obd = obd_ids.response_mask(ids, block.extended)
         obd &= ~(block.error | block.remote) & (block.length > 0)
         if not obd.any():
             return np.zeros(0, dtype=np.int64)

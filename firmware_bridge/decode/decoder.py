@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import can
 import cantools
 
+from firmware_bridge.obd import ids
 from firmware_bridge.records import DecodedFrame
 
 OBD_RESPONSE_ID = 0x7E8
@@ -20,15 +21,9 @@ OBD_REQUEST_ID = 0x7DF
 
 def _obd_alias(frame_id: int, is_extended: bool) -> int | None:
     """The bundled OBD-II message ID another ECU's response or request shares, or None."""
-    if not is_extended:
-        if 0x7E8 <= frame_id <= 0x7EF:
-            return OBD_RESPONSE_ID
-        if 0x7E0 <= frame_id <= 0x7E7:
-            return OBD_REQUEST_ID
-        return None
-    if frame_id & 0xFFFFFF00 == 0x18DAF100:  # ISO 15765-4 29-bit response: 18 DA F1 <ecu>
+    if ids.is_response(frame_id, is_extended):
         return OBD_RESPONSE_ID
-    if frame_id == 0x18DB33F1 or frame_id & 0xFFFF00FF == 0x18DA00F1:  # functional / physical request
+    if ids.is_request(frame_id, is_extended):
         return OBD_REQUEST_ID
     return None
 

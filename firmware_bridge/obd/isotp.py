@@ -14,21 +14,18 @@ from dataclasses import dataclass, field
 
 import can
 
-from firmware_bridge.obd import pids
+from firmware_bridge.obd import ids, pids
 
 SINGLE_FRAME, FIRST_FRAME, CONSECUTIVE_FRAME, FLOW_CONTROL = 0x0, 0x1, 0x2, 0x3
 FRAME_BYTES = 8
 #: Flow control "continue to send", no block-size limit, no separation time: the whole answer at once.
 FLOW_CONTROL_CONTINUE = (0x30, 0x00, 0x00)
-_PHYSICAL_OFFSET_11BIT = 8  # 0x7E8+n answers requests to 0x7E0+n (ISO 15765-4)
 _POSITIVE_01 = pids.SERVICE_01 + pids.POSITIVE_RESPONSE_OFFSET
 
 
 def is_obd_response(msg: can.Message) -> bool:
-    """An ECU's diagnostic answer: 0x7E8-0x7EF, or 29-bit 0x18DAF1xx."""
-    if msg.is_extended_id:
-        return msg.arbitration_id & 0x1FFFFF00 == 0x18DAF100
-    return 0x7E8 <= msg.arbitration_id <= 0x7EF
+    """An ECU's diagnostic answer (see obd/ids.py)."""
+    return ids.is_response(msg.arbitration_id, msg.is_extended_id)
 
 
 def pci_type(msg: can.Message) -> int | None:
@@ -38,14 +35,16 @@ def pci_type(msg: can.Message) -> int | None:
 
 def flow_control(answer: can.Message) -> can.Message:
     """Flow control for a first frame, addressed to the answering ECU's physical request ID."""
-    if answer.is_extended_id:  # 18 DA F1 <ecu> answers 18 DA <ecu> F1
-        ecu = answer.arbitration_id & 0xFF
-        target = 0x18DA00F1 | (ecu << 8)
-    else:
-        target = answer.arbitration_id - _PHYSICAL_OFFSET_11BIT
+    target = ids.response_to_physical_request(answer.arbitration_id, answer.is_extended_id)
     data = FLOW_CONTROL_CONTINUE + (pids.PADDING,) * (FRAME_BYTES - len(FLOW_CONTROL_CONTINUE))
     return can.Message(arbitration_id=target, is_extended_id=answer.is_extended_id, data=data,
                        timestamp=answer.timestamp, channel=answer.channel)
+
+
+def single_frame_payload(data) -> bytes | None:
+    """The payload of a single frame `0L b1 .. bL`, or None when the length byte does not fit the frame."""
+    length = data[0] & 0x0F if data and data[0] >> 4 == SINGLE_FRAME else 0
+    return bytes(data[1:1 + length]) if 0 < length < len(data) else None
 
 
 def split_mode01(payload: bytes) -> list[tuple[int, bytes]] | None:
@@ -84,6 +83,48 @@ class _Transfer:
     next_sequence: int = 1
 
 
+class Reassembler:
+    """First and consecutive frames to whole ISO-TP messages, one transfer per answering ID.
+
+    `feed` gives (frames released as they are, the transfer it completed or None): a transfer cut short (a new
+    first frame, a lost frame) releases its frames unchanged; a consecutive frame nobody expects gives None.
+    """
+
+    def __init__(self) -> None:
+        self._transfers: dict[tuple[int, bool], _Transfer] = {}
+
+    def pending(self, key: tuple[int, bool]) -> bool:
+        return key in self._transfers
+
+    def abandon(self, key: tuple[int, bool]) -> list[can.Message]:
+        """An answer cut short (a new one began, a frame was lost): its frames go on unchanged."""
+        transfer = self._transfers.pop(key, None)
+        return transfer.frames if transfer is not None else []
+
+    def feed(self, key: tuple[int, bool], msg: can.Message) -> tuple[list[can.Message] | None, _Transfer | None]:
+        data = msg.data
+        if data[0] >> 4 == FIRST_FRAME:
+            abandoned = self.abandon(key)
+            length = ((data[0] & 0x0F) << 8) | data[1] if len(data) > 1 else 0
+            if length < FRAME_BYTES or len(data) < FRAME_BYTES:  # not a valid first frame: leave it be
+                return abandoned + [msg], None
+            self._transfers[key] = _Transfer(length, bytearray(data[2:]), [msg])
+            return abandoned, None
+        transfer = self._transfers.get(key)
+        if transfer is None:
+            return None, None  # a stray consecutive frame: not ours to reassemble
+        if data[0] & 0x0F != transfer.next_sequence:
+            return self.abandon(key) + [msg], None
+        transfer.frames.append(msg)
+        transfer.payload += data[1:]
+        transfer.next_sequence = (transfer.next_sequence + 1) & 0x0F
+        if len(transfer.payload) < transfer.length:
+            return [], None
+        del self._transfers[key]
+        del transfer.payload[transfer.length:]
+        return [], transfer
+
+
 class ObdAnswers:
     """Turns OBD-II answers into single-PID single frames; every other frame is left alone.
 
@@ -94,7 +135,7 @@ class ObdAnswers:
     """
 
     def __init__(self) -> None:
-        self._transfers: dict[tuple[int, bool], _Transfer] = {}
+        self._reassembly = Reassembler()
 
     def split(self, msg: can.Message) -> Sequence[can.Message] | None:
         data = msg.data
@@ -103,14 +144,16 @@ class ObdAnswers:
         kind = data[0] >> 4
         key = (msg.arbitration_id, msg.is_extended_id)
         if kind == SINGLE_FRAME:
-            if key in self._transfers:
-                return self._abandon(key) + self._single(msg, data)
+            if self._reassembly.pending(key):
+                return self._reassembly.abandon(key) + self._single(msg, data)
             return self._single_or_none(msg, data)
-        if kind == FIRST_FRAME:
-            return self._first(key, msg, data)
-        if kind == CONSECUTIVE_FRAME:
-            return self._consecutive(key, msg, data)
-        return None
+        if kind not in (FIRST_FRAME, CONSECUTIVE_FRAME):
+            return None
+        released, done = self._reassembly.feed(key, msg)
+        if done is None:
+            return released
+        pieces = split_mode01(bytes(done.payload))
+        return done.frames if pieces is None else single_pid_frames(msg, pieces)
 
     @staticmethod
     def _single_or_none(msg: can.Message, data) -> list[can.Message] | None:
@@ -127,29 +170,24 @@ class ObdAnswers:
         frames = self._single_or_none(msg, data)
         return [msg] if frames is None else frames
 
-    def _first(self, key, msg: can.Message, data) -> list[can.Message]:
-        abandoned = self._abandon(key) if key in self._transfers else []
-        length = ((data[0] & 0x0F) << 8) | data[1] if len(data) > 1 else 0
-        if length < FRAME_BYTES or len(data) < FRAME_BYTES:  # not a valid first frame: leave it to the decoder
-            return abandoned + [msg]
-        self._transfers[key] = _Transfer(length, bytearray(data[2:]), [msg])
-        return abandoned
 
-    def _consecutive(self, key, msg: can.Message, data) -> list[can.Message] | None:
-        transfer = self._transfers.get(key)
-        if transfer is None:
-            return None  # a stray consecutive frame: not ours to reassemble
-        if data[0] & 0x0F != transfer.next_sequence:
-            return self._abandon(key) + [msg]
-        transfer.frames.append(msg)
-        transfer.payload += data[1:]
-        transfer.next_sequence = (transfer.next_sequence + 1) & 0x0F
-        if len(transfer.payload) < transfer.length:
-            return []
-        del self._transfers[key]
-        pieces = split_mode01(bytes(transfer.payload[:transfer.length]))
-        return transfer.frames if pieces is None else single_pid_frames(msg, pieces)
+class Payloads:
+    """Whole diagnostic answers (any service) by answering ID: single frames at once, multi-frame ones when
+    complete. `feed(msg)` gives the payload a frame completes, or None."""
 
-    def _abandon(self, key) -> list[can.Message]:
-        """An answer cut short (a new one began, a frame was lost): its frames go on unchanged."""
-        return self._transfers.pop(key).frames
+    def __init__(self) -> None:
+        self._reassembly = Reassembler()
+
+    def feed(self, msg: can.Message) -> bytes | None:
+        data = msg.data
+        if not data or not is_obd_response(msg) or msg.is_error_frame or msg.is_remote_frame:
+            return None
+        key = (msg.arbitration_id, msg.is_extended_id)
+        kind = data[0] >> 4
+        if kind == SINGLE_FRAME:
+            self._reassembly.abandon(key)
+            return single_frame_payload(data)
+        if kind not in (FIRST_FRAME, CONSECUTIVE_FRAME):
+            return None
+        _, done = self._reassembly.feed(key, msg)
+        return None if done is None else bytes(done.payload)

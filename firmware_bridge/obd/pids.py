@@ -10,10 +10,14 @@ from collections.abc import Sequence
 
 import can
 
-FUNCTIONAL_REQUEST_ID = 0x7DF
-RESPONSE_IDS = range(0x7E8, 0x7F0)
+from firmware_bridge.obd import ids
+
+FUNCTIONAL_REQUEST_ID = ids.FUNCTIONAL_11BIT
 SERVICE_01 = 0x01
 POSITIVE_RESPONSE_OFFSET = 0x40
+#: A negative answer `7F <service> <code>`; code 0x78: "request received, response pending" (ISO 14229-1).
+NEGATIVE_RESPONSE = 0x7F
+RESPONSE_PENDING = 0x78
 PADDING = 0x55
 SUPPORT_BITMAP_PIDS = (0x00, 0x20, 0x40, 0x60, 0x80, 0xA0, 0xC0, 0xE0)
 #: SAE J1979: one mode 01 request may ask for up to six PIDs.
@@ -55,15 +59,20 @@ def request_many(pid_list: Sequence[int], arbitration_id: int = FUNCTIONAL_REQUE
     """One single-frame mode 01 request for 1 to 6 PIDs: `0N 01 p1 .. pk` padded to 8 bytes."""
     if not 1 <= len(pid_list) <= MAX_PIDS_PER_REQUEST:
         raise ValueError(f"a mode 01 request asks 1 to {MAX_PIDS_PER_REQUEST} PIDs, not {len(pid_list)}")
-    data = [1 + len(pid_list), SERVICE_01, *pid_list]
-    return can.Message(arbitration_id=arbitration_id, is_extended_id=arbitration_id > 0x7FF,
+    return request_frame(bytes((SERVICE_01, *pid_list)), arbitration_id, timestamp)
+
+
+def request_frame(payload: bytes, arbitration_id: int = FUNCTIONAL_REQUEST_ID, timestamp: float = 0.0) -> can.Message:
+    """A single-frame request of any service: `0N s ..` padded to 8 bytes."""
+    data = [len(payload), *payload]
+    return can.Message(arbitration_id=arbitration_id, is_extended_id=ids.is_extended_request(arbitration_id),
                        data=data + [PADDING] * (8 - len(data)), timestamp=timestamp)
 
 
 def response_pid(msg: can.Message) -> int | None:
     """The PID a mode 01 positive single-frame response answers, or None for any other frame."""
     data = msg.data
-    if (msg.arbitration_id in RESPONSE_IDS and len(data) >= 3 and data[0] <= 7
+    if (ids.is_response(msg.arbitration_id, msg.is_extended_id) and len(data) >= 3 and data[0] <= 7
             and data[1] == SERVICE_01 + POSITIVE_RESPONSE_OFFSET):
         return data[2]
     return None

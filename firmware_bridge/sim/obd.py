@@ -1,4 +1,6 @@
-"""The simulated engine ECU's OBD-II mode 01 responder, encoded by hand from the SAE J1979 formulas.
+"""The simulated engine ECU's OBD-II responder, encoded by hand from the SAE J1979 formulas: mode 01 data, and
+the diagnostic services (02 freeze frame, 03/07/0A trouble codes, 04 clear, 09 VIN and calibration IDs) from a
+configurable `EcuDiagnostics`, over 11-bit or 29-bit CAN identifiers.
 
 Deliberately independent of any DBC: tests decode these bytes with `dbc/obd2.dbc`, so an error in either side
 shows up as a disagreement instead of cancelling out. Formulas: REFERENCE.md, "OBD-II over CAN" table.
@@ -8,15 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import can
 
+from firmware_bridge.obd import ids
 from firmware_bridge.sim.car import CarState, KeiCar
 
 OBD_FUNCTIONAL_REQUEST_ID = 0x7DF
-#: Physical request ID = response ID - 8 (ISO 15765-4 11-bit addressing).
-PHYSICAL_TO_RESPONSE_OFFSET = 8
 SERVICE_CURRENT_DATA = 0x01
 POSITIVE_RESPONSE_OFFSET = 0x40
 PAD_BYTE = 0x55
@@ -67,7 +68,7 @@ _ENCODINGS: dict[int, _PidEncoding] = {
     0xA6: _PidEncoding(lambda s: s.odometer_km, 10.0, 4),
 }
 
-_BASE_PIDS = (0x03, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0F, 0x11, 0x1F, 0x2F, 0x33, 0x42, 0x46, 0xA6)
+_BASE_PIDS = (0x01, 0x03, 0x04, 0x05, 0x0B, 0x0C, 0x0D, 0x0F, 0x11, 0x1F, 0x2F, 0x33, 0x42, 0x46, 0xA6)
 
 
 def with_support_bitmaps(data_pids: Iterable[int]) -> frozenset[int]:
@@ -112,10 +113,12 @@ def _round_clamped(value: float, n_bytes: int) -> int:
     return min(max(raw, 0), (1 << (8 * n_bytes)) - 1)
 
 
-def _pid_data(pid: int, state: CarState, supported: frozenset[int]) -> bytes:
-    """The data bytes A, B, ... of a supported PID."""
+def _pid_data(pid: int, state: CarState, supported: frozenset[int], status: bytes | None = None) -> bytes:
+    """The data bytes A, B, ... of a supported PID (`status`: PID 01's, else that of an ECU without codes)."""
     if pid % BITMAP_STRIDE == 0:
         return support_bitmap(pid, supported).to_bytes(4, "big")
+    if pid == _MONITOR_STATUS_PID:
+        return status or bytes((0, *_READINESS))
     encoding = _ENCODINGS[pid]
     raw = _round_clamped((encoding.value(state) + encoding.offset) * encoding.raw_per_unit, encoding.n_bytes)
     return raw.to_bytes(encoding.n_bytes, "big")
@@ -151,27 +154,78 @@ def obd_request(pid: int, timestamp: float = 0.0, arbitration_id: int = OBD_FUNC
     )
 
 
-class ObdResponder:
-    """The engine ECU on the bus: answers functional (0x7DF) and its own physical requests, one PID each."""
+_MONITOR_STATUS_PID = 0x01
+_DTC_LETTERS = "PCBU"
+_SERVICE_FREEZE_FRAME, _SERVICE_CLEAR, _SERVICE_VEHICLE_INFO = 0x02, 0x04, 0x09
+_CODE_SERVICES = {0x03: "stored", 0x07: "pending", 0x0A: "permanent"}
+_FREEZE_DTC_PID = 0x02
+_INFO_VIN, _INFO_CALIBRATION_IDS = 0x02, 0x04
+_CALIBRATION_ID_BYTES = 16
+#: PID 01 bytes B-D: spark ignition; misfire, fuel system and components monitors supported and complete;
+#: catalyst, evaporative system, oxygen sensor and heater supported, the evaporative test not yet complete.
+_READINESS = (0x07, 0x65, 0x04)
 
-    def __init__(self, car: KeiCar, pid_set: str | Iterable[int] = "map", ecu_tx_id: int = 0x7E8) -> None:
+
+def dtc_bytes(code: str) -> bytes:
+    """`P0115` -> 01 15 (SAE J2012: the letter in bits 15-14, then the four digits)."""
+    value = _DTC_LETTERS.index(code[0]) << 14 | int(code[1]) << 12 | int(code[2:], 16)
+    return value.to_bytes(2, "big")
+
+
+@dataclass
+class EcuDiagnostics:
+    """What the simulated ECU reports; the ground truth of the diagnostics tests. Mode 04 clears stored and
+    pending codes (permanent ones stay, as on a real car); the MIL is on while a stored code is."""
+
+    stored: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    permanent: list[str] = field(default_factory=list)
+    vin: str = "KEISIM0000SIM0001"
+    calibration_ids: list[str] = field(default_factory=lambda: ["KEISIM-ECU-0001"])
+
+    @property
+    def mil_on(self) -> bool:
+        return bool(self.stored)
+
+    def monitor_status(self) -> bytes:
+        return bytes((0x80 * self.mil_on | len(self.stored), *_READINESS))
+
+
+class ObdResponder:
+    """The engine ECU on the bus: answers functional and its own physical requests (11-bit 0x7DF / 0x7E0, or
+    29-bit 0x18DB33F1 / 0x18DA10F1 when its answer ID is 29-bit, e.g. 0x18DAF110)."""
+
+    def __init__(self, car: KeiCar, pid_set: str | Iterable[int] = "map", ecu_tx_id: int = 0x7E8,
+                 diagnostics: EcuDiagnostics | None = None) -> None:
         self.car = car
         self.supported = resolve_pid_set(pid_set)
         self.ecu_tx_id = ecu_tx_id
-        self._physical_id = ecu_tx_id - PHYSICAL_TO_RESPONSE_OFFSET
-        self._request_ids = (OBD_FUNCTIONAL_REQUEST_ID, self._physical_id)
+        self.extended = ecu_tx_id > 0x7FF
+        self.diagnostics = diagnostics or EcuDiagnostics()
+        self._physical_id = ids.response_to_physical_request(ecu_tx_id, self.extended)
+        functional = ids.FUNCTIONAL_29BIT if self.extended else ids.FUNCTIONAL_11BIT
+        self._request_ids = (functional, self._physical_id)
         self._unsent: list[bytes] = []  # consecutive frames waiting for the tester's flow control
+        #: The car when the first stored code's freeze frame was taken (the first time one was asked for).
+        self.freeze_state: CarState | None = None
 
-    def requested_pids(self, request: can.Message) -> list[int] | None:
-        """The mode 01 PIDs asked for (1 to 6), or None for anything that is not a request to this ECU."""
-        if request.is_extended_id or request.is_error_frame or request.is_remote_frame:
+    def _request_payload(self, request: can.Message) -> bytes | None:
+        """A single-frame request to this ECU (`0N s ..`): its payload, else None."""
+        if request.is_extended_id != self.extended or request.is_error_frame or request.is_remote_frame:
             return None
         if request.arbitration_id not in self._request_ids:
             return None
         data = bytes(request.data)
-        if len(data) < 3 or not 2 <= data[0] <= 7 or len(data) <= data[0] or data[1] != SERVICE_CURRENT_DATA:
+        if not data or not 1 <= data[0] <= 7 or len(data) <= data[0]:
             return None
-        return list(data[2:1 + data[0]])
+        return data[1:1 + data[0]]
+
+    def requested_pids(self, request: can.Message) -> list[int] | None:
+        """The mode 01 PIDs asked for (1 to 6), or None for anything that is not a request to this ECU."""
+        payload = self._request_payload(request)
+        if payload is None or len(payload) < 2 or payload[0] != SERVICE_CURRENT_DATA:
+            return None
+        return list(payload[1:])
 
     def requested_pid(self, request: can.Message) -> int | None:
         """The (first) mode 01 PID asked for, or None for anything that is not a request to this ECU."""
@@ -186,32 +240,82 @@ class ObdResponder:
         state = self.car.advance_to(t_s)
         if not state.ignition:
             return None
-        data = encode_response(pid, state, self.supported)
+        [data] = iso_tp_frames(self.answer(bytes((SERVICE_CURRENT_DATA, pid)), state))
         return self._message(request, data)
 
     def respond_frames(self, request: can.Message, t_s: float) -> list[can.Message]:
         """Answer like a real ECU: every supported PID asked (up to 6) in one answer, a single frame when it
-        fits in 7 bytes, else the first frame now and the consecutive frames once flow control arrives."""
+        fits in 7 bytes, else the first frame now and the consecutive frames once flow control arrives;
+        the diagnostic services likewise."""
         if self._is_flow_control(request):
             block = request.data[1] or len(self._unsent)  # block size 0: all the rest
             sent, self._unsent = self._unsent[:block], self._unsent[block:]
             return [self._message(request, frame) for frame in sent]
-        asked = [pid for pid in self.requested_pids(request) or () if pid in self.supported]
+        asked = self._request_payload(request)
         if not asked:
             return []
         state = self.car.advance_to(t_s)
         if not state.ignition:
             return []
-        payload = bytes((SERVICE_CURRENT_DATA + POSITIVE_RESPONSE_OFFSET,))
-        for pid in asked:
-            payload += bytes((pid,)) + _pid_data(pid, state, self.supported)
+        payload = self.answer(asked, state)
+        if payload is None:
+            return []
         first, *self._unsent = iso_tp_frames(payload)
         return [self._message(request, first)]
 
+    def answer(self, asked: bytes, state: CarState) -> bytes | None:
+        """The whole answer payload to a request payload (None: not answered)."""
+        service = asked[0]
+        reply = bytes((service + POSITIVE_RESPONSE_OFFSET,))
+        if service == SERVICE_CURRENT_DATA:
+            found = [pid for pid in asked[1:] if pid in self.supported]
+            if not found:
+                return None
+            status = self.diagnostics.monitor_status()
+            return reply + b"".join(bytes((pid,)) + _pid_data(pid, state, self.supported, status) for pid in found)
+        diagnostics = self.diagnostics
+        if service in _CODE_SERVICES:
+            codes = getattr(diagnostics, _CODE_SERVICES[service])
+            return reply + bytes((len(codes),)) + b"".join(map(dtc_bytes, codes))
+        if service == _SERVICE_CLEAR:
+            diagnostics.stored.clear()
+            diagnostics.pending.clear()
+            self.freeze_state = None
+            return reply
+        if service == _SERVICE_FREEZE_FRAME and len(asked) >= 3:
+            return self._freeze_frame(asked[1], state, reply)
+        if service == _SERVICE_VEHICLE_INFO and len(asked) >= 2:
+            return self._vehicle_info(asked[1], reply)
+        return None
+
+    def _freeze_frame(self, pid: int, state: CarState, reply: bytes) -> bytes | None:
+        if not self.diagnostics.stored:
+            return reply + bytes((pid, 0)) + bytes(2) if pid == _FREEZE_DTC_PID else None
+        if self.freeze_state is None:
+            self.freeze_state = state
+        if pid == _FREEZE_DTC_PID:
+            return reply + bytes((pid, 0)) + dtc_bytes(self.diagnostics.stored[0])
+        frozen = self.supported - {_MONITOR_STATUS_PID} | {_FREEZE_DTC_PID}
+        if pid not in frozen:
+            return None
+        return reply + bytes((pid, 0)) + _pid_data(pid, self.freeze_state, frozen)
+
+    def _vehicle_info(self, info: int, reply: bytes) -> bytes | None:
+        if info == 0x00:
+            return reply + bytes((info,)) + support_bitmap(0, frozenset((_INFO_VIN, _INFO_CALIBRATION_IDS))).to_bytes(4, "big")
+        if info == _INFO_VIN:
+            return reply + bytes((info, 1)) + self.diagnostics.vin.encode("ascii")
+        if info == _INFO_CALIBRATION_IDS:
+            cal_ids = self.diagnostics.calibration_ids
+            return reply + bytes((info, len(cal_ids))) + b"".join(
+                c.encode("ascii").ljust(_CALIBRATION_ID_BYTES, b"\x00") for c in cal_ids)
+        return None
+
     def _is_flow_control(self, msg: can.Message) -> bool:
-        return (msg.arbitration_id == self._physical_id and not msg.is_extended_id and len(msg.data) >= 3
-                and msg.data[0] >> 4 == _FLOW_CONTROL and msg.data[0] & 0x0F == 0 and bool(self._unsent))
+        return (msg.arbitration_id == self._physical_id and msg.is_extended_id == self.extended
+                and len(msg.data) >= 3 and msg.data[0] >> 4 == _FLOW_CONTROL and msg.data[0] & 0x0F == 0
+                and bool(self._unsent))
 
     def _message(self, request: can.Message, data: bytes) -> can.Message:
-        return can.Message(timestamp=request.timestamp, arbitration_id=self.ecu_tx_id, is_extended_id=False,
+        return can.Message(timestamp=request.timestamp, arbitration_id=self.ecu_tx_id, is_extended_id=self.extended,
                            data=data, channel=request.channel)

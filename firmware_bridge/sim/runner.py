@@ -23,7 +23,7 @@ from firmware_bridge.sim.broadcast import BroadcastSchedule
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
 from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvTruth, imiev_broadcast_schedule
 from firmware_bridge.sim.cycles import Cycle, load_cycle
-from firmware_bridge.sim.obd import BITMAP_STRIDE, ObdResponder, obd_request
+from firmware_bridge.sim.obd import BITMAP_STRIDE, EcuDiagnostics, ObdResponder, obd_request
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,13 @@ def _as_cycle(cycle: Cycle | str) -> Cycle:
 
 
 def _car_parts(config: CarConfig | EvConfig | None, cycle: Cycle | str, pid_set, broadcast: bool,
-               ecu_tx_id: int = 0x7E8):
+               ecu_tx_id: int = 0x7E8, diagnostics: EcuDiagnostics | None = None):
     """(car, OBD responder or None, broadcast schedule or None): an EV broadcasts the i-MiEV's frames and
     answers no OBD-II requests; the petrol car answers and broadcasts the simulator's own frames."""
     if isinstance(config, EvConfig):
         return ElectricKeiCar(config, _as_cycle(cycle)), None, imiev_broadcast_schedule() if broadcast else None
     car = KeiCar(config, _as_cycle(cycle))
-    return car, ObdResponder(car, pid_set, ecu_tx_id), BroadcastSchedule() if broadcast else None
+    return car, ObdResponder(car, pid_set, ecu_tx_id, diagnostics), BroadcastSchedule() if broadcast else None
 
 
 class _ScanTool:
@@ -161,10 +161,12 @@ class SimulatedCar:
         broadcast: bool = True,
         start_time: float | None = None,
         ecu_tx_id: int = 0x7E8,
+        diagnostics: EcuDiagnostics | None = None,
     ) -> None:
         self.bus = bus
         self.clock = clock or RealClock()
-        self._car, self._responder, self._schedule = _car_parts(config, cycle, pid_set, broadcast, ecu_tx_id)
+        self._car, self._responder, self._schedule = _car_parts(config, cycle, pid_set, broadcast, ecu_tx_id,
+                                                                    diagnostics)
         self._start_time = start_time
         self._origin_s = 0.0
         self._lock = threading.Lock()

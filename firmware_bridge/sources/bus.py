@@ -6,6 +6,7 @@ import can
 import cantools
 
 from firmware_bridge.errors import InputError
+from firmware_bridge.obd import ids
 
 STANDARD_MASK = 0x7FF
 EXTENDED_MASK = 0x1FFFFFFF
@@ -15,9 +16,7 @@ def bus_filters(db: cantools.database.Database) -> list[dict]:
     """Kernel (or driver) filters for the frame IDs we decode, OBD-II responses from every ECU included."""
     filters = [{"can_id": m.frame_id, "can_mask": EXTENDED_MASK if m.is_extended_frame else STANDARD_MASK,
                 "extended": m.is_extended_frame} for m in db.messages]
-    filters.append({"can_id": 0x7E8, "can_mask": 0x7F8, "extended": False})  # 0x7E8-0x7EF
-    filters.append({"can_id": 0x18DAF100, "can_mask": 0x1FFFFF00, "extended": True})  # 29-bit responses
-    return filters
+    return filters + [dict(f) for f in ids.RESPONSE_FILTERS]
 
 
 def open_bus(interface: str, channel: str | int, bitrate: int | None = None,
