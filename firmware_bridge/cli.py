@@ -324,15 +324,21 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
         listeners.append(poller)
     view = LiveView(pipeline) if config["output"]["console"] else None
     watchdog_s = systemd.watchdog_interval_s()
-    next_ping = 0.0
+    next_ping, starving = 0.0, False
 
     def on_tick():
-        nonlocal next_ping
+        nonlocal next_ping, starving
         if view is not None:
             view.update()
         if watchdog_s is not None and time.monotonic() >= next_ping:
-            systemd.notify("WATCHDOG=1")
             next_ping = time.monotonic() + watchdog_s
+            starved = outputs.spool_failing_s() > 2 * watchdog_s  # longer than WatchdogSec
+            if not starved:
+                systemd.notify("WATCHDOG=1")
+            elif not starving:
+                log.error("the spool cannot be written for %.0f s: no longer feeding systemd's watchdog, so "
+                          "it restarts the agent", outputs.spool_failing_s())
+            starving = starved
         if until is not None and until():
             stop.set()
 

@@ -49,7 +49,9 @@ class AgentHealth:
         if self.spool_writer is not None:
             fields["queue_points"] = float(self.spool_writer.queued())
             fields["queue_overflow"] = float(self.spool_writer.overflow)
-            dropped += self.spool_writer.overflow
+            fields["spool_unsaved_points"] = float(self.spool_writer.unsaved)
+            fields["spool_failing_s"] = self.spool_writer.failing_for_s()
+            dropped += self.spool_writer.dropped
         if self.sender is not None:
             fields["points_sent"] = float(self.sender.points_sent)
             if self.sender.write_latency_s is not None:

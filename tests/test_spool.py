@@ -42,9 +42,11 @@ def test_bound_drops_oldest_and_counts(tmp_path):
     assert size <= 100_000 and batches < 20
     assert spool.counter("dropped_points") == (20 - batches) * 10
     assert spool.oldest("a").id == 20 - batches + 1  # the newest were kept
-    aged = Spool(tmp_path / "old.db", ["a"], max_age_s=60)
-    aged.append(b"m v=1i 1\n", 1, now_s=1000.0)
-    aged.append(b"m v=2i 2\n", 1, now_s=1100.0)
+    clock = [1000.0]
+    aged = Spool(tmp_path / "old.db", ["a"], max_age_s=60, monotonic=lambda: clock[0])
+    aged.append(b"m v=1i 1\n", 1)
+    clock[0] += 100  # 100 s of the agent running
+    aged.append(b"m v=2i 2\n", 1)
     assert aged.depth()[0] == 1 and aged.counter("dropped_points") == 1
 
 

@@ -124,6 +124,10 @@ class Outputs:
         for sink in self.sinks:
             sink(point)
 
+    def spool_failing_s(self) -> float:
+        """How long the spool has refused commits (0 when it works or there is none)."""
+        return self.spool_writer.failing_for_s() if self.spool_writer is not None else 0.0
+
     @property
     def auth_error(self) -> str | None:
         return self.sender.stopped_error if self.sender is not None else None
@@ -155,8 +159,9 @@ class Outputs:
             _, waiting, _ = self.spool.depth()
             parts.append(f"{self.sender.points_sent} points sent to {self.target.describe()}"
                          + (f", {waiting} still spooled in {self.spool.path}" if waiting else ""))
-            dropped = self.spool.counter("dropped_points") + self.spool_writer.overflow
+            dropped = self.spool.counter("dropped_points") + self.spool_writer.dropped
             if dropped:
-                parts.append(f"{dropped} points dropped (spool bound or queue overflow)")
+                parts.append(f"{dropped} points dropped (spool bound, queue overflow or spool not writable"
+                             + (f": {self.spool_writer.last_error}" if self.spool_writer.last_error else "") + ")")
             self.spool.close()
         return "; ".join(parts)

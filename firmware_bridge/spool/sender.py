@@ -95,5 +95,11 @@ class Sender:
                 log.info("%s: %s; retrying in %.1f s", self.name, exc, delay)
                 self._stop.wait(delay)
                 continue
+            except Exception as exc:  # noqa: BLE001 - the spool unreadable (I/O error, file gone): try again
+                self.last_error = f"spool: {type(exc).__name__}: {exc}"
+                delay = self._backoff_s(WriteError("retry", self.last_error))
+                log.warning("%s: cannot read the spool (%s); retrying in %.1f s", self.name, exc, delay)
+                self._stop.wait(delay)
+                continue
             self._wake.wait(1.0)
             self._wake.clear()

@@ -4,6 +4,12 @@ Why SQLite in WAL mode with ``synchronous=FULL``: a committed batch survives kil
 half-written one is rolled back on the next open, so the file is never corrupt. Why batches, not points: an SD
 card wears by commit count, so the agent commits about once a second.
 
+The age bound runs on the spool's own clock: a monotonic clock carried across restarts (stored with each
+commit), so a Raspberry Pi without a real-time clock that steps its wall clock by weeks (fake-hwclock, then
+NTP) never drops points as "too old", and a step back never keeps them forever. The file is private (0600):
+it holds everything the car said. If the file is deleted or replaced while the agent runs, the next commit
+notices and writes what the old connection still holds into a new file at the same path.
+
 Each batch is queued for every sink it is meant for (table ``pending``); a sink's sender reads its oldest
 batch, and the batch is deleted once every sink has had its acknowledgement. The spool is bounded by payload
 bytes and by age: the oldest batches go first and their points are counted as dropped (persisted, reported in
@@ -13,17 +19,20 @@ server's message.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batch (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created_s REAL NOT NULL,      -- wall clock at commit, for the age bound
+    created_s REAL NOT NULL,      -- the spool's own clock at commit (see counter clock_ms), for the age bound
     points INTEGER NOT NULL,
     bytes INTEGER NOT NULL,       -- compressed payload size, for the size bound
     payload BLOB NOT NULL         -- zlib-compressed line protocol, one point per line
@@ -49,6 +58,31 @@ CREATE TABLE IF NOT EXISTS counter (
 """
 
 
+log = logging.getLogger(__name__)
+
+_TABLES = ("batch", "pending", "dead_letter", "counter")
+
+
+def private_file(path: Path) -> None:
+    """Create the file readable by its owner only (SQLite gives its -wal and -shm files the same mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    os.chmod(path, 0o600)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A private WAL-mode database at ``path``, every commit durable."""
+    private_file(path)
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    except sqlite3.Error:
+        db.close()
+        raise
+    return db
+
+
 @dataclass(frozen=True)
 class Batch:
     id: int
@@ -60,17 +94,62 @@ class Spool:
     """Thread-safe: one connection guarded by a lock (writers and senders are few and batches are big)."""
 
     def __init__(self, path: str | Path, sinks: list[str], max_bytes: int = 256 * 2**20,
-                 max_age_s: float = 30 * 86400) -> None:
+                 max_age_s: float = 30 * 86400, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sinks = list(sinks)
         self.max_bytes, self.max_age_s = max_bytes, max_age_s
+        self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db, self._identity = self._open()
+        row = self._db.execute("SELECT value FROM counter WHERE name = 'clock_ms'").fetchone()
+        if row is None:  # a spool from before the spool's own clock: its wall-clock ages start again at 0
+            self._db.execute("UPDATE batch SET created_s = 0")
+        self._clock_base_s = (row[0] / 1000 if row else 0.0) - monotonic()
         self._forget_removed_sinks()
+
+    def _open(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        db = connect(self.path)
+        try:
+            db.executescript(_SCHEMA)
+            st = os.stat(self.path)
+        except (sqlite3.Error, OSError):
+            db.close()
+            raise
+        return db, (st.st_dev, st.st_ino)
+
+    def clock_s(self) -> float:
+        """The spool's clock: seconds the agent has run with this spool, never stepping."""
+        return self._clock_base_s + self._monotonic()
+
+    def _follow_file(self) -> None:
+        """The file deleted or replaced since we opened it: the old connection's rows into a new file."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return
+        except FileNotFoundError:
+            pass
+        old = self._db
+        fresh, identity = self._open()
+        try:
+            old.execute("ATTACH DATABASE ? AS fresh", (str(self.path),))
+            try:
+                old.execute("BEGIN IMMEDIATE")
+                for table in _TABLES:
+                    old.execute(f"INSERT OR REPLACE INTO fresh.{table} SELECT * FROM main.{table}")
+                old.execute("COMMIT")
+            finally:
+                if old.in_transaction:
+                    old.execute("ROLLBACK")
+                old.execute("DETACH DATABASE fresh")
+        except sqlite3.Error:
+            fresh.close()
+            raise
+        old.close()
+        self._db, self._identity = fresh, identity
+        points = fresh.execute("SELECT COALESCE(SUM(points), 0) FROM batch").fetchone()[0]
+        log.warning("spool %s was deleted or replaced while running: a new file holds its %d waiting points",
+                    self.path, points)
 
     def _forget_removed_sinks(self) -> None:
         """Batches queued for a sink no longer configured would wait forever: release them."""
@@ -81,12 +160,15 @@ class Spool:
             self._db.execute("DELETE FROM batch WHERE id NOT IN (SELECT batch_id FROM pending)")
 
     # -- writing ---------------------------------------------------------------------------------------
-    def append(self, lines: bytes, points: int, now_s: float | None = None) -> int:
+    def append(self, lines: bytes, points: int) -> int:
         """Commit one batch for every sink; returns its id. Enforces the bounds afterwards."""
         payload = zlib.compress(lines, 6)
-        now_s = time.time() if now_s is None else now_s
+        with self._lock:
+            self._follow_file()
+        now_s = self.clock_s()
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
+            self._save_clock(now_s)
             cur = self._db.execute("INSERT INTO batch (created_s, points, bytes, payload) VALUES (?, ?, ?, ?)",
                                    (now_s, points, len(payload), payload))
             batch_id = cur.lastrowid
@@ -109,6 +191,10 @@ class Spool:
             self._add_counter("dropped_points", points)
             self._add_counter("dropped_batches", 1)
             total -= size
+
+    def _save_clock(self, now_s: float) -> None:
+        self._db.execute("INSERT INTO counter (name, value) VALUES ('clock_ms', ?) "
+                         "ON CONFLICT(name) DO UPDATE SET value = excluded.value", (round(now_s * 1000),))
 
     def _delete_batch(self, batch_id: int) -> None:
         self._db.execute("DELETE FROM pending WHERE batch_id = ?", (batch_id,))
@@ -179,5 +265,10 @@ class Spool:
             return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
     def close(self) -> None:
+        """Closes the file, keeping the spool's clock for the next start."""
         with self._lock:
+            try:
+                self._save_clock(self.clock_s())
+            except sqlite3.Error:
+                pass  # the disk refuses: the clock resumes from the last commit
             self._db.close()
