@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from firmware_bridge import __version__
+from firmware_bridge.commands import inspect as inspect_command
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError
 from firmware_bridge.json_output import json_text
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-broadcast", action="store_true", help="OBD-II traffic only, no simulator frames")
     p.add_argument("--no-obd", action="store_true", help="broadcast frames only, no OBD-II traffic")
     p.add_argument("--ev", action="store_true", help="the i-MiEV-like kei EV: its broadcast frames, no OBD-II")
+
+    inspect_command.add_parser(sub, _add_decode_options)
 
     p = sub.add_parser("fillup", help="record a fill-up (litres pumped at an odometer reading) for fuel calibration")
     p.add_argument("--litres", type=float, required=True, help="litres pumped")
@@ -464,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         _check_numbers(args)
-        return COMMANDS[args.command](args)
+        return (getattr(args, "func", None) or COMMANDS[args.command])(args)
     except InputError as exc:
         print(f"firmware-bridge: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,91 @@
+"""`inspect`: what is on a bus, which databases fit it, which signals look like speed and rpm, a signal map."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firmware_bridge.commands.inspect import survey_logs
+from firmware_bridge.survey import SignalFigures, score_signal
+
+from conftest import T0, obd_drive, real_log, run_cli, write_log
+
+HONDA_DBC = "honda_civic_touring_2016_can_generated.dbc"
+CIVIC = "civic8th_vsslog.log"
+
+
+def test_civic_with_the_honda_dbc_ranks_real_signals_first():
+    report = survey_logs([str(real_log(CIVIC))], [str(real_log(HONDA_DBC))])
+    speed, rpm = report["candidates"]["speed_kmh"], report["candidates"]["engine_rpm"]
+    assert speed[0]["source"] in {"ENGINE_DATA.XMISSION_SPEED", "ENGINE_DATA.XMISSION_SPEED2"}
+    assert speed[0]["max"] == pytest.approx(125.9)
+    assert not any(c["source"].startswith("WHEEL_SPEEDS.") for c in speed[:2])  # look-alikes rank lower
+    assert rpm[0]["source"] == "POWERTRAIN_DATA.ENGINE_RPM"
+    assert report["databases"][0]["name"].endswith(HONDA_DBC)
+
+
+def test_without_a_dbc_a_honda_database_fits_best():
+    report = survey_logs([str(real_log(CIVIC))], [])
+    top3 = [fit["name"] for fit in report["databases"][:3]]
+    assert any("honda" in name for name in top3), top3
+    ids = {row["id"]: row for row in report["ids"]}
+    assert ids[0x158]["count"] == 3187 and ids[0x158]["dlc"] == 8 and ids[0x158]["message"] == "ENGINE_DATA"
+    assert ids[0x158]["rate_hz"] == pytest.approx(100, rel=0.02)
+
+
+def test_the_printed_signal_map_gives_the_same_distance(tmp_path):
+    log, dbc = real_log(CIVIC), real_log(HONDA_DBC)
+    result = run_cli("inspect", log, "--dbc", dbc, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {"frames", "ids", "databases", "candidates", "signal_map"}
+    assert set(report["ids"][0]) == {"id", "extended", "count", "rate_hz", "dlc", "message"}
+    assert set(report["databases"][0]) == {"name", "ids_matched", "ids_seen", "coverage"}
+    assert set(report["candidates"]["speed_kmh"][0]) == {"source", "score", "min", "max"}
+    (tmp_path / "map.toml").write_text(report["signal_map"])
+    (tmp_path / "short.toml").write_text("[analytics]\nmin_trip_s = 10\n")
+    common = ["--config", tmp_path / "short.toml", "--format", "json"]
+    mapped = json.loads(run_cli("stats", log, "--dbc", dbc, "--signal-map", tmp_path / "map.toml", *common).stdout)
+    folder = json.loads(run_cli("stats", log, "--vehicle", "honda-civic", *common).stdout)
+    assert mapped["trips"][0]["distance_km"] == pytest.approx(folder["trips"][0]["distance_km"], rel=1e-9)
+    table = run_cli("inspect", log, "--dbc", dbc)
+    assert table.returncode == 0 and "POWERTRAIN_DATA.ENGINE_RPM" in table.stdout and "0x158" in table.stdout
+
+
+def test_an_obd_only_log_is_read_through_the_obd_database(tmp_path):
+    write_log(tmp_path / "obd.log", obd_drive([0, 10, 30, 50, 30, 0], t0=T0))
+    report = survey_logs([str(tmp_path / "obd.log")], [])
+    assert report["candidates"]["speed_kmh"][0]["source"] == "OBD2_RESPONSE.vehicle_speed_kmh"
+    assert report["candidates"]["engine_rpm"][0]["source"] == "OBD2_RESPONSE.engine_speed_rpm"
+    assert report["frames"]["total"] == 48
+
+
+def test_counters_constants_and_wrong_units_do_not_win():
+    moving = SignalFigures("km/h")
+    for v in (0, 10, 20):
+        moving.add(v)
+    constant = SignalFigures("km/h")
+    for _ in range(3):
+        constant.add(0)
+    counter = SignalFigures("")
+    for v in (0, 1, 2, 3):
+        counter.add(v)
+    metres = SignalFigures("m")
+    for v in (0, 10, 20):
+        metres.add(v)
+    assert score_signal("speed_kmh", "ENGINE_DATA", "XMISSION_SPEED", moving) == 1.0
+    assert score_signal("speed_kmh", "ENGINE_DATA", "XMISSION_SPEED", constant) < 0.6
+    assert score_signal("speed_kmh", "ENGINE_DATA", "SPEED_COUNTER", counter) == 0.0
+    assert score_signal("speed_kmh", "WHEEL_SPEEDS", "WHEEL_SPEED_FL", moving) < 1.0
+    assert score_signal("odometer_km", "ENGINE_DATA", "ODOMETER", metres) < 0.6
+
+
+def test_a_typo_in_a_signal_map_is_an_error(tmp_path):
+    write_log(tmp_path / "obd.log", obd_drive([0, 10, 0]))
+    (tmp_path / "map.toml").write_text('speed_kmh = ["OBD2_RESPONSE.vehicle_sped_kmh"]\n')
+    for command in ("stats", "replay", "inspect", "decode"):
+        result = run_cli(command, tmp_path / "obd.log", "--signal-map", tmp_path / "map.toml")
+        assert result.returncode == 2, command
+        [line] = result.stderr.strip().splitlines()
+        assert "map.toml" in line and "vehicle_sped_kmh" in line, command
