@@ -173,6 +173,7 @@ def _replay(pipeline, logs, progress: bool = False) -> int:
     from firmware_bridge.sinks.console import ReplayProgress
     from firmware_bridge.sources.frame_blocks import read_blocks
     from firmware_bridge.sources.logs import LogProblems, report_problems
+    from firmware_bridge.watch import BusWatch
 
     problems = LogProblems()
     blocks = read_blocks(logs, problems)
@@ -181,6 +182,7 @@ def _replay(pipeline, logs, progress: bool = False) -> int:
     replay_blocks(pipeline, blocks)
     pipeline.finish()
     report_problems(problems)
+    BusWatch(pipeline, ", ".join(str(log) for log in logs)).check()
     return problems.count
 
 
@@ -307,6 +309,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
     from firmware_bridge.sources.live import run_live
+    from firmware_bridge.watch import BusWatch
 
     polling = args.obd if args.obd is not None else config["obd"]["enabled"]
     settings = poll_settings(config["obd"])  # refused here, polling or not: a bad cap never waits to bite
@@ -328,11 +331,14 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     view = LiveView(pipeline) if config["output"]["console"] else None
     watchdog_s = systemd.watchdog_interval_s()
     next_ping, starving = 0.0, False
+    watch, started, silence_warn_s = BusWatch(pipeline, source, polling), clock.now(), config["bus"]["silence_warn_s"]
 
     def on_tick():
         nonlocal next_ping, starving
         if view is not None:
             view.update()
+        if clock.now() - started >= silence_warn_s:
+            watch.check(clock.now() - started)
         if watchdog_s is not None and time.monotonic() >= next_ping:
             next_ping = time.monotonic() + watchdog_s
             starved = outputs.spool_failing_s() > 2 * watchdog_s  # longer than WatchdogSec

@@ -25,6 +25,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "interface": ((str,), None),
         "channel": ((str, int), None),
         "bitrate": ((int,), None),
+        "silence_warn_s": (_NUMBER, 30.0),
     },
     "obd": {
         "enabled": ((bool,), False),
@@ -96,6 +97,7 @@ _POSITIVE_S = Bound(0, 86_400, low_open=True)
 #: Every number's range, for the file's keys and for the command line's options (the README lists them).
 BOUNDS: dict[str, Bound] = {
     "bus.bitrate": Bound(5_000, 8_000_000),
+    "bus.silence_warn_s": Bound(1, 86_400),
     "obd.max_requests_per_s": Bound(0, 50, low_open=True),
     "obd.fast_interval_s": Bound(0.05, 3600),
     "obd.slow_interval_s": Bound(0.05, 3600),

@@ -89,6 +89,10 @@ class LiveDecoder:
             return None
         return DecodedFrame(msg.timestamp, msg.arbitration_id, message.name, signals)
 
+    def unknown_ids(self) -> list[tuple[int, bool]]:
+        """(frame ID, extended) of every ID seen that no loaded database describes, lowest first."""
+        return sorted({(key[0], key[1]) for key, entry in self._table.items() if entry is None})
+
     def decode_all(self, msg: can.Message) -> DecodedFrame | None:
         """Every signal of the frame (raw-signal points, the ``decode`` command)."""
         return self.decode(msg, every_signal=True)
