@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from firmware_bridge import __version__
+from firmware_bridge.commands import dtc
 from firmware_bridge.commands import inspect as inspect_command
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vehicle-id", metavar="ID", help="the vehicle (default: kei)")
     p.add_argument("--config", metavar="FILE", help="TOML configuration file")
     p.add_argument("--format", choices=("json", "table"), default="table")
+
+    dtc.add_parser(sub)
     return parser
 
 
@@ -306,6 +309,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     import time
 
     from firmware_bridge import systemd
+    from firmware_bridge.obd.diagnostics import DiagnosticsWatch, FreezeFrameDecoder
     from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
     from firmware_bridge.sources.live import run_live
@@ -323,12 +327,15 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     listeners = []
     poller = None
+    view = LiveView(pipeline) if config["output"]["console"] else None
     if polling:
         values = pipeline.state.values
+        watch = DiagnosticsWatch(outputs.emit if outputs.sinks else None, args.vehicle_id or config["vehicle"]["id"],
+                                 FreezeFrameDecoder(pipeline.decoder.db))
         poller = ObdPoller(bus, settings, clock, engine_rpm=lambda: values.get("engine_rpm"),
-                           speed_kmh=lambda: values.get("speed_kmh"))
+                           speed_kmh=lambda: values.get("speed_kmh"), diagnostics=watch,
+                           diagnostics_interval_s=config["obd"]["diagnostics_interval_s"])
         listeners.append(poller)
-    view = LiveView(pipeline) if config["output"]["console"] else None
     watchdog_s = systemd.watchdog_interval_s()
     next_ping, starving = 0.0, False
     watch, started, silence_warn_s = BusWatch(pipeline, source, polling), clock.now(), config["bus"]["silence_warn_s"]
@@ -336,6 +343,8 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     def on_tick():
         nonlocal next_ping, starving
         if view is not None:
+            if poller is not None and watch.summary:
+                view.notes["dtc"] = watch.summary
             view.update()
         if clock.now() - started >= silence_warn_s:
             watch.check(clock.now() - started)
@@ -463,7 +472,8 @@ def _check_numbers(args) -> None:
 
 
 COMMANDS = {"run": cmd_run, "demo": cmd_demo, "replay": cmd_replay, "stats": cmd_stats, "report": cmd_report,
-            "decode": cmd_decode, "simulate": cmd_simulate, "fillup": cmd_fillup, "calibration": cmd_calibration}
+            "decode": cmd_decode, "simulate": cmd_simulate, "fillup": cmd_fillup, "calibration": cmd_calibration,
+            "dtc": lambda args: dtc.run(args, _config(args))}
 
 
 def main(argv: list[str] | None = None) -> int:

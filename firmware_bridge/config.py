@@ -35,6 +35,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "response_timeout_s": (_NUMBER, 0.1),
         "request_id": ((int,), 0x7DF),
         "max_pids_per_request": ((int,), None),
+        "diagnostics_interval_s": (_NUMBER, 300.0),
     },
     "vehicle": {
         "profile": ((str,), None),
@@ -104,6 +105,7 @@ BOUNDS: dict[str, Bound] = {
     "obd.response_timeout_s": Bound(0.01, 10),
     "obd.request_id": Bound(0, 0x1FFFFFFF),
     "obd.max_pids_per_request": Bound(1, 6),
+    "obd.diagnostics_interval_s": Bound(10, 86_400),
     "analytics.urban_max_kmh": Bound(0, 300, low_open=True),
     "analytics.suburban_max_kmh": Bound(0, 300, low_open=True),
     "analytics.harsh_accel_ms2": Bound(0, 20, low_open=True),

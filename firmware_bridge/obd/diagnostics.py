@@ -11,6 +11,7 @@ ISO 15031-5; the code letters and digits: SAE J2012.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -18,6 +19,10 @@ from typing import NamedTuple
 import cantools
 
 from firmware_bridge.obd import pids
+from firmware_bridge.obd.codes import describe
+from firmware_bridge.records import Point
+
+log = logging.getLogger(__name__)
 
 SERVICE_FREEZE_FRAME = 0x02
 SERVICE_STORED = 0x03
@@ -208,3 +213,49 @@ def read_diagnostics(exchange: Exchange, freeze_frame: FreezeFrameDecoder | None
 def clear_codes(exchange: Exchange) -> list[str]:
     """Mode 04: the ECUs that confirmed clearing their codes, freeze frames and readiness."""
     return list(_positive(exchange(bytes((SERVICE_CLEAR,))), _answer(SERVICE_CLEAR)))
+
+
+class DiagnosticsWatch:
+    """The daemon's diagnostics: read by the poller at start and every few minutes (between polls, on the same
+    paced sends); each change becomes an `event` point (kind `dtc` per code appearing or gone, kind `mil` when
+    the check-engine light changes) and `summary` is the live view's note."""
+
+    def __init__(self, emit: Callable[[Point], None] | None, vehicle_id: str,
+                 freeze_frame: FreezeFrameDecoder | None = None) -> None:
+        self.emit, self.vehicle_id, self.freeze_frame = emit, vehicle_id, freeze_frame
+        self.last: Diagnostics | None = None
+        self.summary: str | None = None
+
+    def __call__(self, poller) -> None:
+        found = read_diagnostics(poller.exchange, self.freeze_frame)
+        if not found.ecus:
+            return  # no answer this time: nothing is known to have changed
+        t = poller.clock.now()
+        for point in self.changes(self.last, found, t):
+            log.warning("OBD-II: %s", _described(point))
+            if self.emit is not None:
+                self.emit(point)
+        self.last = found
+        codes = " ".join(c.code for c in found.stored) or "no stored codes"
+        self.summary = f"MIL {'ON' if found.mil_on else 'off'}: {codes}"
+
+    def changes(self, before: Diagnostics | None, now: Diagnostics, t: float) -> list[Point]:
+        tags = {"vehicle": self.vehicle_id}
+        points = []
+        if now.mil_on != (before.mil_on if before else False):
+            points.append(Point("event", t, {"mil_on": bool(now.mil_on), "dtc_count": int(now.dtc_count or 0)},
+                                {**tags, "kind": "mil"}))
+        for status in ("stored", "pending", "permanent"):
+            old = set(getattr(before, status)) if before else set()
+            new = set(getattr(now, status))
+            for code, change in [*((c, "new") for c in sorted(new - old)), *((c, "gone") for c in sorted(old - new))]:
+                points.append(Point("event", t, {"code": code.code, "ecu": code.ecu, "status": status,
+                                                 "change": change}, {**tags, "kind": "dtc"}))
+        return points
+
+
+def _described(point: Point) -> str:
+    f = point.fields
+    if point.tags["kind"] == "mil":
+        return f"check-engine light {'ON' if f['mil_on'] else 'off'} ({f['dtc_count']} code(s))"
+    return f"{f['status']} trouble code {f['code']} ({describe(f['code'])}) from ECU {f['ecu']}: {f['change']}"

@@ -20,6 +20,8 @@ class LiveView:
         self.tty = self.stream.isatty()
         self.min_wall_s = min_wall_s if self.tty else 5.0
         self._last_wall = 0.0
+        #: Short notes shown after the figures, by topic (e.g. "dtc": the car's trouble codes).
+        self.notes: dict[str, str] = {}
 
     def line(self) -> str:
         values = self.pipeline.state.values
@@ -36,7 +38,7 @@ class LiveView:
             summary_fuel = trip.fuel.get(best[0]).total if best and best[0] in trip.fuel else None
             parts.append(f"trip {trip.distance_km:6.2f} km {_fmt(summary_fuel, '.3f')} L "
                          f"{_fmt(trip.distance_km / summary_fuel if summary_fuel else None, '.1f')} km/L")
-        return " | ".join(parts)
+        return " | ".join(parts + list(self.notes.values()))
 
     def update(self, force: bool = False) -> None:
         now = time.monotonic()
