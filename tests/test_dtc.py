@@ -192,8 +192,9 @@ def test_the_poller_reads_diagnostics_at_start_and_then_every_interval(tmp_path)
     drive = live_drive(Cycle("cruise", tuple([0.0] * 5 + [30.0] * 80 + [0.0] * 5)), "map", speedup=10,
                        car_options={"diagnostics": EcuDiagnostics(stored=["P0420"])},
                        poller_options={"diagnostics": diagnostics, "diagnostics_interval_s": 30.0})
-    assert 3 <= len(reads) <= 4 and all(codes == [("P0420", "7E8")] for _, codes in reads)
+    reads = [(t, codes) for t, codes in reads if t < 1775034000.0 + 90]  # the last may find the ignition off
+    assert len(reads) == 3 and all(codes == [("P0420", "7E8")] for _, codes in reads)
     assert reads[0][0] - 1775034000.0 < 5  # at start
-    assert [round(b[0] - a[0]) // 10 for a, b in zip(reads, reads[1:])] == [3] * (len(reads) - 1)
+    assert all(30 <= b[0] - a[0] <= 36 for a, b in zip(reads, reads[1:]))  # due every 30 s, read between polls
     [trip] = drive.pipeline.stats()["trips"]
     assert trip["distance_km"] == pytest.approx(drive.truth.distance_km, rel=0.03)
