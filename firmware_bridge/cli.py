@@ -170,18 +170,18 @@ def _pipeline(args, config):
         settings=analytics_settings(config)))
 
 
-def _replay(pipeline, logs, progress: bool = False) -> int:
+def _replay(pipeline, logs, progress: bool | None = None) -> int:
     """Logs read and decoded in blocks (numpy; identical to python-can + cantools, tested), fed in file order."""
     from firmware_bridge.replay import replay_blocks
-    from firmware_bridge.sinks.console import ReplayProgress
     from firmware_bridge.sources.frame_blocks import read_blocks
     from firmware_bridge.sources.logs import LogProblems, report_problems
+    from firmware_bridge.progress import over_logs, wanted
     from firmware_bridge.watch import BusWatch
 
     problems = LogProblems()
     blocks = read_blocks(logs, problems)
-    if progress:
-        blocks = ReplayProgress(logs).wrap(blocks, size=len)
+    if progress if progress is not None else wanted():
+        blocks = over_logs(blocks, logs)
     replay_blocks(pipeline, blocks)
     pipeline.finish()
     report_problems(problems)
@@ -215,7 +215,7 @@ def cmd_replay(args) -> int:
     outputs = _outputs(pipeline, args, config, replay=True)
     for where in outputs.describe():
         print(f"replay: writing {where}", file=sys.stderr)
-    bad_lines = _replay(pipeline, args.logs, progress=sys.stderr.isatty())
+    bad_lines = _replay(pipeline, args.logs)
     summary = outputs.close(drain_stall_s=config["spool"]["drain_s"])
     print(trips_table(pipeline.stats(malformed_lines=bad_lines)))
     print(f"replay: {summary}" if summary else "replay: no sink configured (--out or --influx-url)", file=sys.stderr)
@@ -280,6 +280,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_simulate(args) -> int:
+    from firmware_bridge.progress import over_drive, wanted
     from firmware_bridge.sim import CYCLE_NAMES, EvConfig, write_log
     from firmware_bridge.sources.logs import log_format
 
@@ -288,14 +289,15 @@ def cmd_simulate(args) -> int:
     log_format(Path(args.out))
     if args.no_broadcast and args.no_obd:
         raise InputError("--no-broadcast and --no-obd together leave nothing to record")
+    progress = over_drive if wanted() else None
     if args.ev:  # replay it with --vehicle mitsubishi-i-miev (the profile that loads the i-MiEV DBC)
-        truth = write_log(args.out, args.cycle, EvConfig())
+        truth = write_log(args.out, args.cycle, EvConfig(), progress=progress)
         print(f"{args.out}: {args.cycle}, i-MiEV-like EV, {truth.duration_s:.0f} s, true distance "
               f"{truth.distance_km:.3f} km, true pack energy {truth.energy_kwh:.3f} kWh ({truth.wh_per_km:.0f} Wh/km, "
               f"{truth.energy_regen_kwh:.3f} kWh regenerated)", file=sys.stderr)
         return 0
     truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
-                      obd_poll_hz=0.0 if args.no_obd else 10.0)
+                      obd_poll_hz=0.0 if args.no_obd else 10.0, progress=progress)
     print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
           f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)"
           + ("" if args.no_broadcast else "; read it with --vehicle kei-sim (the simulator's own frames)"),

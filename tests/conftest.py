@@ -57,10 +57,11 @@ def _test_state_home(monkeypatch):
 
 
 def run_cli(*args: str, input_text: str | None = None, env_token: str | None = None,
-            state_home: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+            state_home: str | os.PathLike | None = None, tz: str = "UTC") -> subprocess.CompletedProcess:
     """The command as a user runs it; INFLUX_* from the test's environment never leak in, and the state
     directory is the tests' own (``state_home``, or one shared by the session)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX_")}
+    env["TZ"] = tz  # times printed for people are local: the tests' are UTC unless a test says otherwise
     if state_home is not None:
         env["XDG_STATE_HOME"] = str(state_home)
     if env_token is not None:

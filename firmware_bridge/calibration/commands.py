@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 
+from firmware_bridge import localtime
 from firmware_bridge.calibration.fit import Correction, fit, intervals
 from firmware_bridge.calibration.ledger import Fillup, Ledger
 from firmware_bridge.calibration.points import calibration_points, fillup_point
@@ -16,14 +16,13 @@ from firmware_bridge.vehicles import load_vehicle
 
 
 def parse_time(text: str | None) -> float:
-    """ISO 8601 (a time without a zone is UTC); now when not given."""
+    """ISO 8601 (a time without a zone is local time); now when not given."""
     if text is None:
         return time.time()
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return localtime.parse(text)
     except ValueError:
         raise InputError(f"--time: expected an ISO 8601 time such as 2026-04-01T09:30, got {text!r}") from None
-    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def describe(correction: Correction | None, profile_ve: float) -> str:
@@ -105,7 +104,7 @@ def calibration_report(config: dict, vehicle_id: str, profile_ve: float) -> dict
     return {
         "vehicle": vehicle_id,
         "ledger": str(path),
-        "fillups": [{"time": f.when, "odometer_km": f.odometer_km, "litres": f.litres, "price_per_l": f.price_per_l,
+        "fillups": [{"time": localtime.iso_utc(f.t), "odometer_km": f.odometer_km, "litres": f.litres, "price_per_l": f.price_per_l,
                      "partial": f.partial} for f in fillups],
         "intervals": [{"from_km": i.start.odometer_km, "to_km": i.end.odometer_km, "distance_km": i.distance_km,
                        "pumped_l": i.pumped_l, "estimated_l": i.estimated_l, "trips": i.trips,

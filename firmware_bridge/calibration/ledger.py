@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 
 from firmware_bridge.errors import InputError
+from firmware_bridge.localtime import local_text
 
 LEDGER_NAME = "ledger.db"
 
@@ -53,7 +53,7 @@ class Fillup:
 
     @property
     def when(self) -> str:
-        return datetime.fromtimestamp(self.t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        return local_text(self.t, seconds=False)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -135,11 +135,14 @@ def write_log(
     broadcast: bool = True,
     obd_poll_hz: float = 10.0,
     start_time: float = LOG_START_UNIX_S,
+    progress: Callable[[Iterable[can.Message], float, float], Iterable[can.Message]] | None = None,
 ) -> GroundTruth | EvTruth:
-    """Record a simulated drive with can.Logger (format from the extension; candump `.log` is the usual one)."""
+    """Record a simulated drive with can.Logger (format from the extension; candump `.log` is the usual one);
+    ``progress(frames, duration_s, start_time)`` may wrap the frames to show how far it is."""
     frames = generate_frames(cycle_name, config, pid_set, broadcast, obd_poll_hz, start_time)
+    shown = frames if progress is None else progress(frames, _as_cycle(cycle_name).duration_s, start_time)
     with can.Logger(str(path)) as logger:
-        for message in frames:
+        for message in shown:
             logger.on_message_received(message)
     return frames.truth
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
+from firmware_bridge.localtime import iso_local_text
 from firmware_bridge.pipeline import Pipeline
 
 
@@ -62,15 +63,15 @@ def _cell(value, spec: str) -> str:
 
 def trips_table(stats: dict) -> str:
     """The stats as a table a person reads: one row per trip, then the total and the frame counts."""
-    header = (f"{'start (UTC)':<20} {'dur min':>7} {'km':>8} {'L':>7} {'km/L':>6} {'L/100':>6} {'MPG':>6} "
+    header = (f"{'start (local time)':<25} {'dur min':>7} {'km':>8} {'L':>7} {'km/L':>6} {'L/100':>6} {'MPG':>6} "
               f"{'idle %':>6} {'max km/h':>8} {'stops':>5} {'source':<13}")
     rows = [header, "-" * len(header)]
-    entries = [(t["start"][:19].replace("T", " "), t) for t in stats["trips"]]
+    entries = [(iso_local_text(t["start"]), t) for t in stats["trips"]]
     if stats["total"] and len(stats["trips"]) > 1:
         entries.append(("total", stats["total"]))
     for label, t in entries:
         idle = 100 * t["idle_time_s"] / t["duration_s"] if t["duration_s"] else None
-        rows.append(f"{label:<20} {t['duration_s'] / 60:7.1f} {t['distance_km']:8.2f} {_cell(t['fuel_used_l'], '7.3f')} "
+        rows.append(f"{label:<25} {t['duration_s'] / 60:7.1f} {t['distance_km']:8.2f} {_cell(t['fuel_used_l'], '7.3f')} "
                     f"{_cell(t['economy_km_per_l'], '6.1f')} {_cell(t['economy_l_per_100km'], '6.2f')} "
                     f"{_cell(t['economy_mpg_us'], '6.1f')} {_cell(idle, '6.1f')} {_cell(t['max_speed_kmh'], '8.1f')} "
                     f"{t['stops']:5.0f} {t['fuel_source'] or '—':<13}")
@@ -96,31 +97,3 @@ def trips_table(stats: dict) -> str:
     return "\n".join(rows)
 
 
-class ReplayProgress:
-    """A progress line on stderr for long replays: frames read, and how far through the files (by bytes)."""
-
-    def __init__(self, logs, stream=None, every_frames: int = 50_000) -> None:
-        from pathlib import Path
-
-        self.paths = [Path(p) for p in logs]
-        self.total_bytes = sum(p.stat().st_size for p in self.paths)
-        self.stream = stream or sys.stderr
-        self.every_frames = every_frames
-        self._started = time.monotonic()
-
-    def wrap(self, items, size=None):
-        """Yields the items (frames, or blocks of frames whose ``size(block)`` says how many) and shows progress."""
-        count = shown = 0
-        for item in items:
-            count += 1 if size is None else size(item)
-            if count - shown >= self.every_frames:
-                self._show(count)
-                shown = count
-            yield item
-        self._show(count)
-        self.stream.write("\n")
-
-    def _show(self, count: int) -> None:
-        rate = count / max(time.monotonic() - self._started, 1e-9)
-        self.stream.write(f"\rreplay: {count:,} frames ({rate:,.0f} frames/s) of {self.total_bytes / 2**20:.1f} MB of logs")
-        self.stream.flush()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import html
 import io
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
 from firmware_bridge.errors import InputError
+from firmware_bridge.localtime import iso_local_text, local
 from firmware_bridge.records import Point
 
 @dataclass
@@ -48,13 +48,13 @@ def _catalog(profile) -> dict[str, float]:
 
 
 def _plot_time(ax, series: DriveSeries) -> None:
-    times = [datetime.fromtimestamp(t, timezone.utc) for t in series.t]
+    times = [local(t) for t in series.t]
     ax.plot(times, series.speed_kmh, color="#1f77b4", linewidth=0.8)
     ax.set_ylabel("speed (km/h)", color="#1f77b4")
     fuel = ax.twinx()
     fuel.plot(times, series.fuel_rate_lph, color="#d62728", linewidth=0.6, alpha=0.8)
     fuel.set_ylabel("fuel rate (L/h)", color="#d62728")
-    ax.set_title("Speed and fuel rate (UTC)")
+    ax.set_title(f"Speed and fuel rate (local time, UTC{times[0].strftime('%z') if times else ''})")
     ax.grid(alpha=0.3)
 
 
@@ -118,7 +118,7 @@ def _cell(value, spec: str = ".2f") -> str:
     return "—" if value is None else (format(value, spec) if isinstance(value, float) else html.escape(str(value)))
 
 
-TABLE_COLUMNS = (("start", "start (UTC)", None), ("duration_s", "min", "dur"), ("distance_km", "km", ".2f"),
+TABLE_COLUMNS = (("start", "start (local time)", None), ("duration_s", "min", "dur"), ("distance_km", "km", ".2f"),
                  ("fuel_used_l", "L", ".3f"), ("economy_km_per_l", "km/L", ".1f"),
                  ("economy_l_per_100km", "L/100 km", ".2f"), ("economy_mpg_us", "MPG", ".1f"),
                  ("idle_time_s", "idle min", "dur"), ("max_speed_kmh", "max km/h", ".0f"),
@@ -136,7 +136,7 @@ def _table(stats: dict) -> str:
             if key == "start" and i == len(stats["trips"]):
                 value = "total"
             elif key == "start":
-                value = value[:19].replace("T", " ")
+                value = iso_local_text(value)
             cells.append(f"<td>{_cell(value / 60 if spec == 'dur' else value, '.1f' if spec == 'dur' else spec or '')}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
