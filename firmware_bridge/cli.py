@@ -16,6 +16,7 @@ from pathlib import Path
 from firmware_bridge import __version__
 from firmware_bridge.commands import dtc
 from firmware_bridge.commands import inspect as inspect_command
+from firmware_bridge.commands import spool as spool_command
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError
 from firmware_bridge.json_output import json_text
@@ -48,6 +49,10 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
 def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vehicle-id", metavar="ID", help="the vehicle tag on every point (default: kei)")
     p.add_argument("--out", metavar="FILE.lp", help="append points to an InfluxDB line-protocol file")
+    _add_influx_options(p)
+
+
+def _add_influx_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--influx-url", metavar="URL", help="InfluxDB base URL (env INFLUX_URL)")
     p.add_argument("--influx-api", choices=("v2", "v1"), help="v2 API (2.x, Cloud, 3.x, 1.8+) or v1 /write (env INFLUX_API)")
     p.add_argument("--influx-org", metavar="ORG", help="v2 organisation (env INFLUX_ORG)")
@@ -107,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ev", action="store_true", help="the i-MiEV-like kei EV: its broadcast frames, no OBD-II")
 
     inspect_command.add_parser(sub, _add_decode_options)
+    spool_command.add_parser(sub, _add_influx_options)
 
     p = sub.add_parser("fillup", help="record a fill-up (litres pumped at an odometer reading) for fuel calibration")
     p.add_argument("--litres", type=float, required=True, help="litres pumped")
@@ -221,6 +227,9 @@ def cmd_replay(args) -> int:
     print(f"replay: {summary}" if summary else "replay: no sink configured (--out or --influx-url)", file=sys.stderr)
     if outputs.auth_error:
         raise InputError(outputs.auth_error)
+    if outputs.undelivered:
+        print(f"replay: not every point was delivered: {outputs.undelivered}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -44,13 +44,17 @@ class AgentHealth:
         dropped = 0
         if self.spool is not None:
             batches, points, size = self.spool.depth()
-            fields.update(spool_batches=float(batches), spool_points=float(points), spool_bytes=float(size))
+            letters, letter_points, letter_bytes = self.spool.dead_letter_depth()
+            fields.update(spool_batches=float(batches), spool_points=float(points), spool_bytes=float(size),
+                          dead_letters=float(letters), dead_letter_points=float(letter_points),
+                          dead_letter_bytes=float(letter_bytes))
             dropped += self.spool.counter("dropped_points")
         if self.spool_writer is not None:
             fields["queue_points"] = float(self.spool_writer.queued())
             fields["queue_overflow"] = float(self.spool_writer.overflow)
             fields["spool_unsaved_points"] = float(self.spool_writer.unsaved)
             fields["spool_failing_s"] = self.spool_writer.failing_for_s()
+            fields["non_finite_fields"] = float(self.spool_writer.non_finite_fields)
             dropped += self.spool_writer.dropped
         if self.sender is not None:
             fields["points_sent"] = float(self.sender.points_sent)

@@ -125,7 +125,7 @@ class Agent:
 def account(spool, writer, sender, carried: int = 0) -> dict:
     """Where every point went; asserts that they add up (``carried``: spooled before this run began)."""
     counts = {"produced": writer.points_produced + carried, "delivered": sender.points_sent, "spooled": spool.depth()[1],
-              "dead_lettered": spool.dead_letter_points() if hasattr(spool, "dead_letter_points") else 0,
+              "dead_lettered": spool.dead_letter_depth()[1],
               "dropped": writer.dropped + spool.counter("dropped_points")}
     assert counts["produced"] == counts["delivered"] + counts["spooled"] + counts["dead_lettered"] + \
         counts["dropped"], counts

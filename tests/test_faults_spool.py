@@ -201,3 +201,11 @@ def test_watchdog_is_starved_while_the_spool_cannot_be_written(tmp_path):
     assert "no longer feeding systemd's watchdog" in err and "cannot commit" in err
     assert "commits work again" in err
     assert "Traceback" not in err
+
+
+def test_the_calibration_ledger_is_private(tmp_path):
+    from firmware_bridge.calibration.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "state" / "ledger.db")
+    ledger.close()
+    assert stat.S_IMODE((tmp_path / "state" / "ledger.db").stat().st_mode) == 0o600

@@ -73,8 +73,8 @@ def test_retry_after_backoff_and_dead_letter(tmp_path):
         [b"vehicle,vehicle=kei speed_kmh=2.0 2000\n"]
     assert spool.pending_batches("influx") == 0
     assert spool.counter("sent_points:influx") == 1
-    [(sink, error)] = spool.dead_letters()
-    assert "400" in error and "partial write" in error
+    [letter] = spool.dead_letters()
+    assert "400" in letter.error and "partial write" in letter.error and letter.points == 1
 
 
 def test_unauthorized_stops_with_one_clear_line_and_keeps_data(tmp_path, drive_log):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_bridge.sinks.influx import AUTH, REJECT, RETRY, WriteError
+from firmware_bridge.sinks.influx import REJECT, RETRY, STOP, WriteError
 from firmware_bridge.spool.sender import Sender
 from firmware_bridge.spool.store import Spool
 
@@ -66,14 +66,14 @@ def test_sender_retries_dead_letters_and_stops_on_auth(tmp_path):
     for n in range(3):
         spool.append(lines(n), 100)
     writer = ScriptedWriter([WriteError(RETRY, "HTTP 503", 503), None, WriteError(REJECT, "HTTP 400: partial write"),
-                             WriteError(AUTH, "HTTP 401: unauthorized", 401)])
+                             WriteError(STOP, "credentials refused (HTTP 401: unauthorized)", 401)])
     sender = Sender(spool, "x", writer, backoff_start_s=0.01)
     with pytest.raises(WriteError):
         sender.send_one()  # 503: the batch stays
     assert spool.pending_batches("x") == 3
     assert sender.send_one() and spool.pending_batches("x") == 2  # acknowledged, deleted
     assert sender.send_one() and spool.pending_batches("x") == 1  # 400: set aside with the message
-    assert spool.dead_letters() == [("x", "HTTP 400: partial write")]
+    assert [(d.sink, d.error, d.points) for d in spool.dead_letters()] == [("x", "HTTP 400: partial write", 100)]
     with pytest.raises(WriteError):
         sender.send_one()
     assert sender.stopped_error and "credentials refused" in sender.stopped_error

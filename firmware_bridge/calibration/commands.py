@@ -52,7 +52,7 @@ def _send(points: list[Point], config: dict) -> str:
     if target is not None:
         writer = make_writer(target)
         try:
-            writer.write("\n".join(to_line(p) for p in points).encode("utf-8"))
+            writer.write("\n".join(line for p in points if (line := to_line(p))).encode("utf-8"))
             said.append(f"{len(points)} points sent to {target.describe()}")
         except WriteError as exc:  # the ledger has it: the agent sends it when it next runs
             said.append(f"not sent to {target.describe()} ({exc}); the agent sends it when it next runs")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from firmware_bridge.errors import InputError
 from firmware_bridge.localtime import local_text
+from firmware_bridge.spool.store import connect
 
 LEDGER_NAME = "ledger.db"
 
@@ -85,10 +86,7 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = connect(self.path, timeout=10.0)
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise InputError(f"{self.path}: cannot open the calibration ledger: {exc}") from None

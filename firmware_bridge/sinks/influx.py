@@ -1,21 +1,29 @@
 """InfluxDB writers: the v2 API through influxdb-client, and the v1 ``/write`` endpoint.
 
 Both take a batch of line protocol (millisecond precision) and either return (the server acknowledged it with
-2xx) or raise :class:`WriteError` saying what the spool's sender should do: retry later (network error, 5xx,
-429 with its Retry-After), set the batch aside (400: the server stored the good lines and rejected the rest),
-or stop (401/403: credentials; nothing more will succeed until a person fixes them).
-Neither writer keeps data in memory or retries on its own: the spool does that, durably.
+2xx) or raise :class:`WriteError` saying what the spool's sender should do: retry later (network error, TLS
+error, 5xx, 429 with its Retry-After), split the batch (413: too large), set the batch aside (other 4xx, e.g. a
+400 partial write: the server stored the good lines and rejected the rest), or stop and keep everything
+(401/403: credentials; 404: no such database or bucket; nothing more will succeed until a person fixes them).
+Neither writer keeps data in memory or retries on its own: the spool does that, durably. Credentials travel in
+an ``Authorization`` header only, never in a URL, so no URL the agent prints or logs carries a secret.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 
-RETRY, REJECT, AUTH = "retry", "reject", "auth"
+RETRY, SPLIT, REJECT, STOP = "retry", "split", "reject", "stop"
+
+#: Why a sender stops, by status: shown to the user in one line.
+STOP_REASONS = {401: "credentials refused", 403: "credentials refused (no write permission)",
+                404: "database or bucket not found"}
 
 
 class WriteError(Exception):
@@ -31,14 +39,34 @@ def _retry_after_s(value: str | None) -> float | None:
         return None  # an HTTP date: use our own back-off
 
 
+def _server_message(body: str) -> str:
+    """InfluxDB answers errors as JSON ({"code", "message"} in 2.x, {"error"} in 1.x): its message, else the text."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body.strip()
+    if isinstance(data, dict):
+        return str(data.get("message") or data.get("error") or body).strip()
+    return body.strip()
+
+
 def classify(status: int, message: str, retry_after: str | None = None) -> WriteError:
     """What a non-2xx status means for the spool."""
-    text = f"HTTP {status}: {message.strip()[:300]}"
-    if status in (401, 403):
-        return WriteError(AUTH, text, status)
+    text = f"HTTP {status}: {_server_message(message)[:300]}"
+    if status in STOP_REASONS:
+        return WriteError(STOP, f"{STOP_REASONS[status]} ({text})", status)
     if status == 429 or status >= 500:
         return WriteError(RETRY, text, status, _retry_after_s(retry_after))
+    if status == 413:
+        return WriteError(SPLIT, text, status)
     return WriteError(REJECT, text, status)
+
+
+def unreachable(url: str, exc: BaseException) -> WriteError:
+    """A network or TLS failure, with its reason (connection refused, certificate verify failed, timeout)."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason).strip() or type(reason).__name__
+    return WriteError(RETRY, f"cannot reach {url}: {text[:300]}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +89,7 @@ class InfluxTarget:
 
 
 class V1Writer:
-    """POST {url}/write?db=&rp=&precision=ms, gzip; user:password as u/p, anything else as a Token header."""
+    """POST {url}/write?db=&rp=&precision=ms, gzip; user:password as HTTP Basic, anything else as a Token header."""
 
     def __init__(self, target: InfluxTarget) -> None:
         self.target = target
@@ -71,8 +99,7 @@ class V1Writer:
             params["rp"] = rp
         self._headers = {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip"}
         if ":" in target.token:
-            user, _, password = target.token.partition(":")
-            params.update(u=user, p=password)
+            self._headers["Authorization"] = "Basic " + base64.b64encode(target.token.encode()).decode("ascii")
         elif target.token:
             self._headers["Authorization"] = f"Token {target.token}"
         self._url = target.url.rstrip("/") + "/write?" + urllib.parse.urlencode(params)
@@ -85,9 +112,8 @@ class V1Writer:
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace")
             raise classify(exc.code, body, exc.headers.get("Retry-After")) from None
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise WriteError(RETRY, f"cannot reach {self.target.url}: {reason}") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: http.client's bad responses
+            raise unreachable(self.target.url, exc) from None
 
     def close(self) -> None:
         pass
@@ -117,11 +143,12 @@ class V2Writer:
                             write_precision=WritePrecision.MS)
         except ApiException as exc:
             if not exc.status:
-                raise WriteError(RETRY, f"cannot reach {self.target.url}: {exc.reason}") from None
+                raise unreachable(self.target.url, exc) from None
             headers = exc.headers or {}
-            raise classify(exc.status, str(exc.body or exc.reason or ""), headers.get("Retry-After")) from None
-        except Exception as exc:  # urllib3 connection and timeout errors
-            raise WriteError(RETRY, f"cannot reach {self.target.url}: {type(exc).__name__}") from None
+            body = exc.body.decode("utf-8", "replace") if isinstance(exc.body, bytes) else str(exc.body or "")
+            raise classify(exc.status, body or str(exc.reason or ""), headers.get("Retry-After")) from None
+        except Exception as exc:  # noqa: BLE001 - urllib3 connection, TLS and timeout errors
+            raise unreachable(self.target.url, exc) from None
 
     def close(self) -> None:
         self._client.close()

@@ -2,7 +2,8 @@
 
 Escaping follows the line-protocol reference: measurement escapes commas and spaces; tag keys, tag values
 and field keys escape commas, equals signs and spaces; string field values escape double quotes and
-backslashes. Floats are always written as floats so a field never changes type.
+backslashes. Floats are always written as floats so a field never changes type. NaN and infinities have no
+line-protocol form (InfluxDB refuses the whole line): such a field is left out, and counted by the sinks.
 """
 
 from __future__ import annotations
@@ -40,10 +41,17 @@ def _field_key(key: str) -> str:
     return _escape_key(key) + "="
 
 
-def to_line(point: Point) -> str:
-    """One point as a line, timestamp in milliseconds (the schema's precision)."""
+def non_finite_fields(point: Point) -> int:
+    """How many of the point's fields are NaN or infinite (x - x is 0.0 for every finite float only)."""
+    return sum(1 for v in point.fields.values() if type(v) is float and v - v != 0.0)
+
+
+def to_line(point: Point) -> str | None:
+    """One point as a line, timestamp in milliseconds (the schema's precision); None if no field is finite."""
     fields = ",".join([_field_key(k) + (repr(v) if type(v) is float else _field_value(v))
-                       for k, v in point.fields.items()])
+                       for k, v in point.fields.items() if type(v) is not float or v - v == 0.0])
+    if not fields:
+        return None
     return f"{_series_key(point.measurement, tuple(point.tags.items()))} {fields} {round(point.t * 1000)}"
 
 
@@ -54,10 +62,13 @@ class LineProtocolFile:
         self.path = Path(path)
         self._file = self.path.open("a", encoding="utf-8")
         self.points_written = 0
+        self.non_finite_fields = 0
 
     def write(self, point: Point) -> None:
-        if point.fields:
-            self._file.write(to_line(point) + "\n")
+        self.non_finite_fields += non_finite_fields(point)
+        line = to_line(point)
+        if line is not None:
+            self._file.write(line + "\n")
             self.points_written += 1
 
     def close(self) -> None:

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 SINK_NAME = "influx"
 
+#: A daemon whose server refused everything (credentials, no database) looks again this often.
+STOPPED_RECHECK_S = 300.0
+
 
 def default_state_dir() -> Path:
     """systemd's StateDirectory when run as a service, else the XDG state directory."""
@@ -95,12 +98,15 @@ class Outputs:
             self.sinks.append(self.file.write)
         self.target = influx_target(config)
         self.spool = self.spool_writer = self.sender = None
+        self.undelivered: str | None = None  # after close: why not every point reached the server
         if self.target is not None:
             spool_cfg = config["spool"]
             path = spool_cfg["path"] or default_state_dir() / ("replay-spool.db" if replay else "spool.db")
             self.spool = Spool(path, [SINK_NAME], max_bytes=int(spool_cfg["max_mb"] * 2**20),
                                max_age_s=spool_cfg["max_age_days"] * 86400)
-            self.sender = Sender(self.spool, SINK_NAME, make_writer(self.target))
+            self.sender = Sender(self.spool, SINK_NAME, make_writer(self.target),
+                                 recheck_s=None if replay else STOPPED_RECHECK_S)
+            self._dropped_before = self.spool.counter("dropped_points")
             self.spool_writer = SpoolWriter(self.spool, self.sender.wake, max_points=spool_cfg["queue_points"],
                                             flush_s=spool_cfg["flush_s"], batch_points=spool_cfg["batch_points"],
                                             block_when_full=replay)
@@ -111,6 +117,24 @@ class Outputs:
         self.health = AgentHealth(pipeline, vehicle_id, bitrate, self.spool, self.spool_writer, self.sender)
         if self.sinks:
             AgentSchedule(pipeline, self.health, self.emit, out["agent_interval_s"])
+
+    def _spool_summary(self) -> list[str]:
+        """What reached the server, what waits, what was set aside or lost; sets ``undelivered``."""
+        _, waiting, _ = self.spool.depth()
+        letters, letter_points, _ = self.spool.dead_letter_depth()
+        dropped = self.spool.counter("dropped_points") - self._dropped_before + self.spool_writer.dropped
+        parts = [f"{self.sender.points_sent} points sent to {self.target.describe()}"
+                 + (f", {waiting} still spooled in {self.spool.path}" if waiting else "")]
+        if letters:
+            parts.append(f"{letter_points} points in {letters} dead letters (firmware-bridge spool dead-letters)")
+        if dropped:
+            parts.append(f"{dropped} points dropped (spool bound, queue overflow or spool not writable"
+                         + (f": {self.spool_writer.last_error}" if self.spool_writer.last_error else "") + ")")
+        if waiting or dropped or self.sender.points_refused:
+            reason = self.sender.stopped_error or self.sender.last_error or self.spool_writer.last_error
+            self.undelivered = (f"{waiting} points still spooled, {self.sender.points_refused} refused by the server, "
+                                f"{dropped} dropped" + (f": {reason}" if reason else ""))
+        return parts
 
     def describe(self) -> list[str]:
         where = []
@@ -130,7 +154,10 @@ class Outputs:
 
     @property
     def auth_error(self) -> str | None:
-        return self.sender.stopped_error if self.sender is not None else None
+        """The server refused our credentials (a configuration error, exit 2)."""
+        if self.sender is not None and self.sender.stopped_status in (401, 403):
+            return self.sender.stopped_error
+        return None
 
     def close(self, drain_stall_s: float = 3.0) -> str:
         """Flush everything; returns a one-line summary of what went where.
@@ -156,12 +183,9 @@ class Outputs:
                 if self.sender.points_sent != sent:
                     sent, progress_at = self.sender.points_sent, time.monotonic()
             self.sender.stop()
-            _, waiting, _ = self.spool.depth()
-            parts.append(f"{self.sender.points_sent} points sent to {self.target.describe()}"
-                         + (f", {waiting} still spooled in {self.spool.path}" if waiting else ""))
-            dropped = self.spool.counter("dropped_points") + self.spool_writer.dropped
-            if dropped:
-                parts.append(f"{dropped} points dropped (spool bound, queue overflow or spool not writable"
-                             + (f": {self.spool_writer.last_error}" if self.spool_writer.last_error else "") + ")")
+            parts += self._spool_summary()
             self.spool.close()
+        non_finite = sum(sink.non_finite_fields for sink in (self.file, self.spool_writer) if sink is not None)
+        if non_finite:
+            parts.append(f"{non_finite} NaN or infinite field values left out (InfluxDB refuses them)")
         return "; ".join(parts)

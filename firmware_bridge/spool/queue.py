@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 
 from firmware_bridge.records import Point
-from firmware_bridge.sinks.line_protocol import to_line
+from firmware_bridge.sinks.line_protocol import non_finite_fields, to_line
 from firmware_bridge.spool.store import Spool
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class SpoolWriter:
         self.overflow = 0         # dropped: the queue was full
         self.unsaved = 0          # dropped: still refused by the spool at shutdown
         self.points_committed = 0
+        self.non_finite_fields = 0  # NaN/inf fields left out: InfluxDB would refuse their lines
         self.last_error: str | None = None
         self._failing_since: float | None = None
         self._failures = 0
@@ -58,10 +59,11 @@ class SpoolWriter:
         return 0.0 if self._failing_since is None else time.monotonic() - self._failing_since
 
     def put(self, point: Point) -> None:
-        if not point.fields:
+        self.non_finite_fields += non_finite_fields(point)
+        line = to_line(point)
+        if line is None:
             return
         self.points_produced += 1
-        line = to_line(point)
         while self.block_when_full and self._failing_since is None:
             try:
                 self._queue.put(line, timeout=0.5)

@@ -1,8 +1,10 @@
 """Drains the spool to one sink, oldest batch first, deleting only what the server acknowledged.
 
-Network errors, 5xx and 429 retry with exponential back-off and full jitter (honouring Retry-After); a
-rejected batch (400) goes to the dead-letter table; 401/403 stop this sender with one clear error and keep
-everything spooled for when the credentials are fixed.
+Network and TLS errors, 5xx and 429 retry with exponential back-off and full jitter (honouring Retry-After);
+413 (too large) splits the batch in halves and sends each; lines a server refused for good (a 400 partial
+write) go to the dead-letter table, only they; 401/403 (credentials) and 404 (no such database or bucket) stop
+this sender with one clear error and keep everything spooled. A daemon looks again after ``recheck_s``, since a
+person may create the database or fix the token meanwhile; a replay or a flush stops for good.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import random
 import threading
 import time
 
-from firmware_bridge.sinks.influx import AUTH, REJECT, WriteError
+from firmware_bridge.sinks.influx import REJECT, RETRY, SPLIT, STOP, WriteError
 from firmware_bridge.spool.store import Spool
 
 log = logging.getLogger(__name__)
@@ -20,16 +22,19 @@ log = logging.getLogger(__name__)
 
 class Sender:
     def __init__(self, spool: Spool, name: str, writer, backoff_start_s: float = 1.0,
-                 backoff_max_s: float = 60.0, rng: random.Random | None = None) -> None:
+                 backoff_max_s: float = 60.0, rng: random.Random | None = None,
+                 recheck_s: float | None = None) -> None:
         self.spool, self.name, self.writer = spool, name, writer
-        self.backoff_start_s, self.backoff_max_s = backoff_start_s, backoff_max_s
+        self.backoff_start_s, self.backoff_max_s, self.recheck_s = backoff_start_s, backoff_max_s, recheck_s
         self._rng = rng or random.Random()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.stopped_error: str | None = None  # set when credentials were refused
+        self.stopped_error: str | None = None  # set when the server refuses everything (401, 403, 404)
+        self.stopped_status: int | None = None
         self.last_error: str | None = None
         self.points_sent = 0
+        self.points_refused = 0  # set aside as dead letters
         self.write_latency_s: float | None = None
         self.failures = 0
 
@@ -58,22 +63,37 @@ class Sender:
             return False
         started = time.monotonic()
         try:
-            self.writer.write(batch.lines)
+            refused = self._deliver(batch.lines.splitlines(keepends=True))
         except WriteError as exc:
             self.last_error = str(exc)
-            if exc.kind == REJECT:
-                log.warning("%s rejected a batch of %d points (kept in dead_letter): %s", self.name, batch.points, exc)
-                self.spool.dead_letter(self.name, batch.id, str(exc))
-                return True
-            if exc.kind == AUTH:
-                self.stopped_error = f"{self.name}: credentials refused ({exc}); points stay spooled"
+            if exc.kind == STOP:
+                self.stopped_error, self.stopped_status = f"{self.name}: {exc}; points stay spooled", exc.status
                 log.error("%s", self.stopped_error)
             raise
         self.write_latency_s = time.monotonic() - started
-        self.spool.acknowledge(self.name, batch.id)
-        self.points_sent += batch.points
+        for _, points, error in refused:
+            log.warning("%s refused %d of %d points for good (kept as a dead letter): %s", self.name, points,
+                        batch.points, error)
+        self.spool.acknowledge(self.name, batch.id, refused)
+        refused_points = sum(points for _, points, _ in refused)
+        self.points_sent += batch.points - refused_points
+        self.points_refused += refused_points
         self.failures = 0
         return True
+
+    def _deliver(self, lines: list[bytes]) -> list[tuple[bytes, int, str]]:
+        """Write the lines; on 413 each half the same way. Returns the parts refused for good."""
+        body = b"".join(lines)
+        try:
+            self.writer.write(body)
+            return []
+        except WriteError as exc:
+            if exc.kind == REJECT or exc.kind == SPLIT and len(lines) == 1:
+                return [(body, len(lines), str(exc))]
+            if exc.kind != SPLIT:
+                raise
+        half = len(lines) // 2
+        return self._deliver(lines[:half]) + self._deliver(lines[half:])
 
     def _backoff_s(self, exc: WriteError) -> float:
         self.failures += 1
@@ -89,15 +109,18 @@ class Sender:
                 if self.send_one():
                     continue
             except WriteError as exc:
-                if exc.kind == AUTH:
-                    return
+                if exc.kind == STOP:
+                    if self.recheck_s is None or self._stop.wait(self.recheck_s):
+                        return
+                    self.stopped_error = self.stopped_status = None  # look again
+                    continue
                 delay = self._backoff_s(exc)
                 log.info("%s: %s; retrying in %.1f s", self.name, exc, delay)
                 self._stop.wait(delay)
                 continue
             except Exception as exc:  # noqa: BLE001 - the spool unreadable (I/O error, file gone): try again
                 self.last_error = f"spool: {type(exc).__name__}: {exc}"
-                delay = self._backoff_s(WriteError("retry", self.last_error))
+                delay = self._backoff_s(WriteError(RETRY, self.last_error))
                 log.warning("%s: cannot read the spool (%s); retrying in %.1f s", self.name, exc, delay)
                 self._stop.wait(delay)
                 continue

@@ -13,8 +13,9 @@ notices and writes what the old connection still holds into a new file at the sa
 Each batch is queued for every sink it is meant for (table ``pending``); a sink's sender reads its oldest
 batch, and the batch is deleted once every sink has had its acknowledgement. The spool is bounded by payload
 bytes and by age: the oldest batches go first and their points are counted as dropped (persisted, reported in
-the ``agent`` measurement). Batches a server rejected for good (HTTP 400) move to ``dead_letter`` with the
-server's message.
+the ``agent`` measurement). Lines a server refused for good (a 400 partial write, a single line too large)
+move to ``dead_letter`` with the server's message; they count toward the byte bound (the oldest go first when
+it is reached), can be listed, and can be moved back to be sent again.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     sink TEXT NOT NULL,
     failed_s REAL NOT NULL,
     error TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    points INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counter (
     name TEXT PRIMARY KEY,
@@ -70,10 +73,10 @@ def private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """A private WAL-mode database at ``path``, every commit durable."""
+def connect(path: Path, **options) -> sqlite3.Connection:
+    """A private (0600) WAL-mode database at ``path``, every commit durable: the spool's, and the ledger's."""
     private_file(path)
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db = sqlite3.connect(str(path), check_same_thread=False, **options)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
@@ -88,6 +91,16 @@ class Batch:
     id: int
     points: int
     lines: bytes  # uncompressed line protocol
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    sink: str
+    failed_s: float  # wall clock, Unix seconds: for people reading the list
+    error: str       # the server's answer
+    points: int
+    bytes: int       # compressed
 
 
 class Spool:
@@ -108,9 +121,12 @@ class Spool:
         self._forget_removed_sinks()
 
     def _open(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
-        db = connect(self.path)
+        db = connect(self.path, isolation_level=None)
         try:
             db.executescript(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(dead_letter)")}
+            for column in ("points", "bytes") if "points" not in columns else ():  # a spool from before they were
+                db.execute(f"ALTER TABLE dead_letter ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
             st = os.stat(self.path)
         except (sqlite3.Error, OSError):
             db.close()
@@ -178,8 +194,17 @@ class Spool:
         return batch_id
 
     def _enforce_bounds(self, now_s: float) -> None:
-        """Drop the oldest batches while over the byte bound or older than the age bound (in a transaction)."""
-        total = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM batch").fetchone()[0]
+        """Over the byte bound: the oldest dead letters go first, then the oldest batches; batches older than the
+        age bound go too (in a transaction). Every point that goes is counted as dropped."""
+        total = self._db.execute("SELECT (SELECT COALESCE(SUM(bytes), 0) FROM batch) + "
+                                 "(SELECT COALESCE(SUM(bytes), 0) FROM dead_letter)").fetchone()[0]
+        while total > self.max_bytes:
+            row = self._db.execute("SELECT id, points, bytes FROM dead_letter ORDER BY id LIMIT 1").fetchone()
+            if row is None:
+                break
+            self._db.execute("DELETE FROM dead_letter WHERE id = ?", (row[0],))
+            self._add_counter("dropped_points", row[1])
+            total -= row[2]
         while True:
             row = self._db.execute("SELECT id, created_s, points, bytes FROM batch ORDER BY id LIMIT 1").fetchone()
             if row is None:
@@ -214,22 +239,31 @@ class Spool:
             return None
         return Batch(row[0], row[1], zlib.decompress(row[2]))
 
-    def acknowledge(self, sink: str, batch_id: int) -> None:
-        """The sink's server accepted the batch: forget it for that sink, and altogether once all have it."""
+    def acknowledge(self, sink: str, batch_id: int, refused: list[tuple[bytes, int, str]] = ()) -> None:
+        """The sink's server took the batch: forget it for that sink, and altogether once all have it. ``refused``:
+        the parts of it the server refused for good (lines, points, its message), kept as dead letters."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            self._add_counter(f"sent_points:{sink}", self._points(batch_id))
+            for lines, points, error in refused:
+                payload = zlib.compress(lines, 6)
+                self._db.execute("INSERT INTO dead_letter (sink, failed_s, error, payload, points, bytes) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", (sink, time.time(), error, payload, points, len(payload)))
+            sent = self._points(batch_id) - sum(points for _, points, _ in refused)
+            self._add_counter(f"sent_points:{sink}", sent)
             self._settle(sink, batch_id)
 
-    def dead_letter(self, sink: str, batch_id: int, error: str) -> None:
-        """The server rejected the batch for good: keep it aside with the server's message."""
+    def retry_dead_letters(self, sink: str | None = None) -> tuple[int, int]:
+        """Dead letters back to pending (e.g. after a schema fix on the server); returns (letters, points)."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            payload = self._db.execute("SELECT payload FROM batch WHERE id = ?", (batch_id,)).fetchone()
-            if payload is not None:
-                self._db.execute("INSERT INTO dead_letter (sink, failed_s, error, payload) VALUES (?, ?, ?, ?)",
-                                 (sink, time.time(), error, payload[0]))
-            self._settle(sink, batch_id)
+            rows = self._db.execute("SELECT id, sink, payload, points, bytes FROM dead_letter "
+                                    "WHERE ? IS NULL OR sink = ? ORDER BY id", (sink, sink)).fetchall()
+            for letter_id, letter_sink, payload, points, size in rows:
+                cur = self._db.execute("INSERT INTO batch (created_s, points, bytes, payload) VALUES (?, ?, ?, ?)",
+                                       (self.clock_s(), points, size, payload))
+                self._db.execute("INSERT INTO pending (sink, batch_id) VALUES (?, ?)", (letter_sink, cur.lastrowid))
+                self._db.execute("DELETE FROM dead_letter WHERE id = ?", (letter_id,))
+        return len(rows), sum(row[3] for row in rows)
 
     def _points(self, batch_id: int) -> int:
         row = self._db.execute("SELECT points FROM batch WHERE id = ?", (batch_id,)).fetchone()
@@ -256,9 +290,26 @@ class Spool:
             row = self._db.execute("SELECT value FROM counter WHERE name = ?", (name,)).fetchone()
         return row[0] if row else 0
 
-    def dead_letters(self) -> list[tuple[str, str]]:
+    def dead_letters(self) -> list[DeadLetter]:
         with self._lock:
-            return self._db.execute("SELECT sink, error FROM dead_letter ORDER BY id").fetchall()
+            rows = self._db.execute("SELECT id, sink, failed_s, error, points, bytes FROM dead_letter "
+                                    "ORDER BY id").fetchall()
+        return [DeadLetter(*row) for row in rows]
+
+    def dead_letter_depth(self) -> tuple[int, int, int]:
+        """(letters, points, compressed bytes) set aside."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*), COALESCE(SUM(points), 0), COALESCE(SUM(bytes), 0) "
+                                    "FROM dead_letter").fetchone()
+
+    def oldest_point_ms(self) -> int | None:
+        """The oldest point's timestamp still waiting (ms), read from the oldest batch's lines."""
+        with self._lock:
+            row = self._db.execute("SELECT payload FROM batch ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        stamps = [int(line.rsplit(b" ", 1)[1]) for line in zlib.decompress(row[0]).splitlines() if line]
+        return min(stamps) if stamps else None
 
     def integrity_ok(self) -> bool:
         with self._lock:
