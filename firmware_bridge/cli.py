@@ -18,7 +18,7 @@ from firmware_bridge.commands import dtc
 from firmware_bridge.commands import inspect as inspect_command
 from firmware_bridge.commands import spool as spool_command
 from firmware_bridge.config import analytics_settings, load_config
-from firmware_bridge.errors import InputError
+from firmware_bridge.errors import InputError, RunError
 from firmware_bridge.json_output import json_text
 
 log = logging.getLogger("firmware_bridge")
@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except RunError as exc:
+        print(f"firmware-bridge: error: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # anything else: one line, exit 1 (run with -v for the traceback)
         if args.verbose:
             raise

@@ -200,3 +200,48 @@ def test_dead_letters_count_toward_the_byte_bound(tmp_path):
     assert spool.dead_letter_depth()[0] == 0  # the oldest dead letter went first...
     assert spool.counter("dropped_points") == 10 and spool.depth()[1] == 20  # ...counted; the batches stay
     spool.close()
+
+
+def test_v2_errors_show_the_servers_reason(tmp_path, influx, drive):
+    body = json.dumps({"code": "not found", "message": 'bucket "drives" not found'})
+    with FakeInfluxV2(answer=lambda w: (404, {}, body)) as stub:
+        missing = run_cli("replay", drive, *influx_args(stub.url, "drives", config_file(tmp_path), api="v2"),
+                          "--influx-org", "o", state_home=tmp_path, env_token="t")
+    assert missing.returncode == 1
+    assert 'database or bucket not found (HTTP 404: bucket "drives" not found)' in missing.stderr
+    assert len(stub.requests) == 1  # stopped at once
+    tls = run_cli("replay", drive, *influx_args(f"https://127.0.0.1:{influx.port}", "drives", config_file(tmp_path),
+                                                api="v2"), "--influx-org", "o", state_home=tmp_path, env_token="t")
+    assert tls.returncode == 1 and "SSL" in tls.stderr.strip().splitlines()[-1], tls.stderr
+    assert "Traceback" not in missing.stderr + tls.stderr
+
+
+def test_replay_onto_a_full_disk_ends_with_the_counts_and_exit_1(tmp_path, influx, influx_db, drive):
+    """The spool on a real, full tmpfs and a queue of 100 points: no hang, no thread dies, exit 1, and every point
+    is delivered, still spooled or counted as dropped."""
+    from faults import fill, small_filesystem
+
+    with small_filesystem(tmp_path / "small", "2m") as small:
+        Spool(small / "spool.db", ["influx"]).close()
+        (tmp_path / "agent.toml").write_text(f'[spool]\npath = "{small / "spool.db"}"\nqueue_points = 100\n'
+                                             f'flush_s = 0.05\ndrain_s = 2.0\n')
+        fill(small / "filler")
+        opened = run_cli("replay", drive, *influx_args(influx.url, influx_db, tmp_path / "agent.toml"),
+                         state_home=tmp_path)  # not even room to open it: one line, exit 1
+        assert opened.returncode == 1 and opened.stderr.startswith("firmware-bridge: error: cannot open the spool")
+        (small / "filler").unlink()
+        (small / "reserve").write_bytes(b"\0" * 96 * 1024)  # room to open it (WAL index), little more
+        fill(small / "filler")
+        (small / "reserve").unlink()
+        result = run_cli("replay", drive, *influx_args(influx.url, influx_db, tmp_path / "agent.toml"),
+                         "--out", tmp_path / "points.lp", state_home=tmp_path)
+        (small / "filler").unlink()
+        pending = status(tmp_path)["pending_points"]
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("replay: not every point was delivered") and "full" in last, result.stderr
+    assert "Traceback" not in result.stderr
+    [summary] = [line for line in result.stderr.splitlines() if line.startswith("replay: ") and "sent" in line]
+    dropped = int(summary.split(" points dropped")[0].rsplit("; ", 1)[1]) if "dropped" in summary else 0
+    assert produced(tmp_path) == sent(result.stderr) + pending + dropped
+    assert pending + dropped > 0  # the full disk was felt: committing or acknowledging

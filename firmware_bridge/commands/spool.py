@@ -104,15 +104,14 @@ def flush(spool, config: dict) -> tuple[bool, str]:
 
 def cmd_spool(args) -> int:
     from firmware_bridge.cli import _config
-    from firmware_bridge.sinks.outputs import SINK_NAME
-    from firmware_bridge.spool.store import Spool
+    from firmware_bridge.sinks.outputs import open_spool
 
     config = _config(args)
     path = spool_path(config, args.replay)
     if not path.exists():
         print(f"spool {path}: none yet (nothing was ever spooled there)", file=sys.stderr)
         return 0
-    spool = Spool(path, [SINK_NAME])
+    spool = open_spool(path)
     try:
         if args.action == "status":
             s = status(spool)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 
 import numpy as np
 
 from firmware_bridge.analytics.points import PointEmitter
+from firmware_bridge.errors import RunError
 from firmware_bridge.health import AgentHealth
 from firmware_bridge.records import Point
 from firmware_bridge.sinks.influx import InfluxTarget, make_writer
@@ -38,6 +40,14 @@ def default_state_dir() -> Path:
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "firmware-bridge"
+
+
+def open_spool(path: Path, **bounds) -> Spool:
+    """The spool, or one line saying why it cannot be opened (exit 1): nothing is read or sent without it."""
+    try:
+        return Spool(path, [SINK_NAME], **bounds)
+    except (sqlite3.Error, OSError) as exc:
+        raise RunError(f"cannot open the spool {path}: {exc}") from None
 
 
 def influx_target(config: dict) -> InfluxTarget | None:
@@ -102,8 +112,8 @@ class Outputs:
         if self.target is not None:
             spool_cfg = config["spool"]
             path = spool_cfg["path"] or default_state_dir() / ("replay-spool.db" if replay else "spool.db")
-            self.spool = Spool(path, [SINK_NAME], max_bytes=int(spool_cfg["max_mb"] * 2**20),
-                               max_age_s=spool_cfg["max_age_days"] * 86400)
+            self.spool = open_spool(path, max_bytes=int(spool_cfg["max_mb"] * 2**20),
+                                    max_age_s=spool_cfg["max_age_days"] * 86400)
             self.sender = Sender(self.spool, SINK_NAME, make_writer(self.target),
                                  recheck_s=None if replay else STOPPED_RECHECK_S)
             self._dropped_before = self.spool.counter("dropped_points")
