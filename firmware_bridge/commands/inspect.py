@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from firmware_bridge.errors import InputError
+from firmware_bridge.json_output import json_text
 
 
 #: The database every car shares: a log that fits it best is an OBD-II log.
@@ -100,7 +100,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     report = survey_logs(args.logs, args.dbc, args.vehicle)
     if args.format == "json":
         report.pop("decoded_with")
-        print(json.dumps(report, indent=1))
+        print(json_text(report, indent=1))
     else:
         print(table(report))
     if not report["frames"]["total"]:
