@@ -341,10 +341,10 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     view = LiveView(pipeline) if config["output"]["console"] else None
     if polling:
         values = pipeline.state.values
-        watch = DiagnosticsWatch(outputs.emit if outputs.sinks else None, args.vehicle_id or config["vehicle"]["id"],
-                                 FreezeFrameDecoder(pipeline.decoder.db))
+        diagnostics = DiagnosticsWatch(outputs.emit if outputs.sinks else None,
+                                       args.vehicle_id or config["vehicle"]["id"], FreezeFrameDecoder(pipeline.decoder.db))
         poller = ObdPoller(bus, settings, clock, engine_rpm=lambda: values.get("engine_rpm"),
-                           speed_kmh=lambda: values.get("speed_kmh"), diagnostics=watch,
+                           speed_kmh=lambda: values.get("speed_kmh"), diagnostics=diagnostics,
                            diagnostics_interval_s=config["obd"]["diagnostics_interval_s"])
         listeners.append(poller)
     watchdog_s = systemd.watchdog_interval_s()
@@ -354,8 +354,8 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
     def on_tick():
         nonlocal next_ping, starving
         if view is not None:
-            if poller is not None and watch.summary:
-                view.notes["dtc"] = watch.summary
+            if poller is not None and diagnostics.summary:
+                view.notes["dtc"] = diagnostics.summary
             view.update()
         if clock.now() - started >= silence_warn_s:
             watch.check(clock.now() - started)

@@ -173,9 +173,10 @@ def test_start_up_and_answers_recorded_from_elm327_emulator(closing):
     assert port.written == ["ATI", "ATZ", "ATE0", "ATL0", "ATS0", "ATH1", "ATSP0", "ATAT1"]
     [bitmap] = ask(bus, 0x00)  # SEARCHING... first
     assert bitmap.data.hex() == "064100be3fa81300" and bitmap.arbitration_id == 0x7E8
-    assert port.written[-2:] == ["ATSH7DF", "0100"]
+    assert port.written[-2:] == ["0100", "ATDPN"]  # the adapter's default header; which protocol it found
+    assert bus.active_protocol == "6" and bus.obd_pids_per_request == 6
     [rpm] = ask(bus, 0x0C)
-    assert rpm.data.hex() == "04410c145f000000" and port.written.count("ATSH7DF") == 1
+    assert rpm.data.hex() == "04410c145f000000" and "ATSH7DF" not in port.written
     frames = ask(bus, 0x0D, 0x0C, 0x10, 0x03, 0x04, 0x44)  # first frame + 2 consecutive frames
     assert [f.data[0] for f in frames] == [0x10, 0x21, 0x22] and len({f.timestamp for f in frames}) <= 3
     assert decoded_pids(frames) == {0x0D: b"\x27", 0x0C: b"\x41\xc2", 0x10: b"\x18\x1f", 0x03: b"\x00\x00",
@@ -188,7 +189,7 @@ def test_clone_quirks_ok_to_everything_echo_spaces_linefeeds(closing):
     closing(bus)
     assert bus.version == "ELM327 v2.1"
     frames = ask(bus, 0x0C, 0x0D, arbitration_id=0x7E0)
-    assert port.written[-2:] == ["ATSH7E0", "010C0D"]
+    assert port.written[-3:] == ["ATSH7E0", "010C0D", "ATDPN"]  # "OK": the clone does not say; CAN it is
     assert decoded_pids(frames) == {0x0C: b"\x1a\xf8", 0x0D: b"\x32"}
     frames = ask(bus, 0x0D, 0x0C, 0x0B, arbitration_id=0x7E0)
     assert decoded_pids(frames) == {0x0D: b"\x32", 0x0C: b"\x1a\xf8", 0x0B: b"\x23"}

@@ -140,7 +140,6 @@ class ObdPoller(can.Listener):
         self.frames_sent = 0
         self.responses = 0
         self.timeouts = 0
-        self.pids_per_request = _pids_per_request(settings, bus)
         self._answer = threading.Event()
         self._waiting: frozenset[int] = frozenset()
         self._answers: dict[int, can.Message] = {}
@@ -157,6 +156,11 @@ class ObdPoller(can.Listener):
         self._thread: threading.Thread | None = None
         self._engine_off_since: float | None = None
         self._silent_warned = False
+
+    @property
+    def pids_per_request(self) -> int:
+        """PIDs per mode 01 request: the settings', else what the bus prefers (it may learn its protocol late)."""
+        return _pids_per_request(self.settings, self.bus)
 
     @property
     def max_requests_per_s(self) -> float:

@@ -20,6 +20,18 @@ What an ELM327 is not, and so what this bus cannot do:
 - Adapters hide the padding of CAN frames (``7E8 04 41 0C 1F 40``); frames are padded back to the 8 bytes
   ISO 15765-4 requires, with 00, so the DBC decodes them. Monitor mode shows frames as they are on the bus.
 
+Every protocol an ELM327 speaks carries OBD-II: CAN (ISO 15765-4, 11- or 29-bit), K-line (ISO 9141-2,
+ISO 14230-4 KWP with 5-baud or fast init) and SAE J1850 PWM/VPW. With headers on, K-line and J1850 answers come
+as ``<header 3 bytes> <data> <checksum>`` (``86 F1 7A 41 00 98 39 80 11 94``: KWP format byte, tester F1,
+ECU 7A); each is checked and becomes the ISO-TP single frame a CAN car would send, from 29-bit ID
+``18DAF1<ECU>`` (``18DAF17A 06 41 00 98 39 80 11``), so the decoder, stats and replay see one kind of OBD-II.
+Which protocol a line is in comes from the adapter: the one given (``protocol=``), or after an automatic search
+(``ATSP0``: the first request prints ``SEARCHING...``) the one ``ATDPN`` reports, logged. Lines are held until
+then, and a line that does not fit the protocol's header format (a headerless ``41 0C 1A F8``, an ISO-TP byte
+that cannot be) is never taken as a frame. On K-line and J1850 the adapter's own OBD-II header is used (no
+``ATSH``), one PID per request (J1979 allows several on CAN only) and at most ``KLINE_MAX_REQUESTS_PER_S``
+(ISO 9141-2/14230-4 timing: the ECU answers within P2 = 50 ms, the next request waits P3 >= 55 ms).
+
 Start-up: serial baud detection (38400, 9600, 115200, 230400, 500000; ``baudrate=`` skips it), ``ATZ``, echo,
 linefeeds and spaces off, headers on, protocol (``protocol=``: ``"0"`` automatic, ``"6"`` ISO 15765-4 CAN
 11-bit 500 kbit/s, ...; ``bitrate=500000`` or ``250000`` picks 6 or 8), adaptive timing (``adaptive_timing=``).
@@ -32,6 +44,7 @@ when a line arrives.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import re
 import threading
@@ -42,7 +55,7 @@ from collections.abc import Callable
 import can
 import serial
 
-from firmware_bridge.obd import isotp, pids
+from firmware_bridge.obd import ids, isotp, pids
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +64,24 @@ BAUD_RATES = (38400, 9600, 115200, 230400, 500000)
 PROTOCOL_BY_BITRATE = {500000: "6", 250000: "8"}
 PROMPT = ">"
 FRAME_BYTES = 8
+#: ELM327 protocol numbers (ATSP, ATDPN) and what they are.
+PROTOCOLS = {"1": "SAE J1850 PWM (41.6 kbaud)", "2": "SAE J1850 VPW (10.4 kbaud)",
+             "3": "ISO 9141-2 (5-baud init, 10.4 kbaud)", "4": "ISO 14230-4 KWP (5-baud init, 10.4 kbaud)",
+             "5": "ISO 14230-4 KWP (fast init, 10.4 kbaud)", "6": "ISO 15765-4 CAN (11-bit ID, 500 kbaud)",
+             "7": "ISO 15765-4 CAN (29-bit ID, 500 kbaud)", "8": "ISO 15765-4 CAN (11-bit ID, 250 kbaud)",
+             "9": "ISO 15765-4 CAN (29-bit ID, 250 kbaud)", "A": "SAE J1939 CAN (29-bit ID, 250 kbaud)",
+             "B": "user CAN 1 (11-bit ID)", "C": "user CAN 2 (11-bit ID)"}
+_CAN_11BIT, _CAN_29BIT = frozenset("68BC"), frozenset("79A")
+_KLINE, _KWP, _J1850 = frozenset("345"), frozenset("45"), frozenset("12")
+_LEGACY = _KLINE | _J1850
+#: K-line requests per second at most: P3 >= 55 ms after each answer plus the answer itself (P2 <= 50 ms per
+#: ECU, ~1 ms a byte at 10.4 kbaud) and the adapter's own time leave room for about five.
+KLINE_MAX_REQUESTS_PER_S = 5.0
+#: How long a K-line or J1850 answer may take to come through the adapter (several ECUs, slow init).
+LEGACY_RESPONSE_TIMEOUT_S = 0.5
+#: The header the adapter uses after a reset (functional, 11-bit): never set explicitly, so that K-line and
+#: J1850 keep the adapter's own OBD-II header.
+_DEFAULT_HEADER = (ids.FUNCTIONAL_11BIT, False)
 _READ_TIMEOUT_S = 0.02  # longest the reader thread blocks, so shutdown and reconnects are prompt
 _PROBE_TIMEOUT_S = 0.5  # an ELM327 answers ATI within milliseconds at the right baud rate
 _RESET_TIMEOUT_S = 5.0  # ATZ takes about a second on real adapters
@@ -84,26 +115,80 @@ def _normalised(command: str) -> str:
     return command.replace(" ", "").upper()
 
 
-def parse_frame(line: str, pad: bool) -> can.Message | None:
-    """A response line with headers on (``7E8 04 41 0C 1F 40``, ``7E804410C1F40``, ``18DAF110 04 41 ...``).
+def parse_frame(line: str, pad: bool, protocol: str | None = None) -> can.Message | None:
+    """A response line with headers on, in the adapter's protocol (None: not known yet, CAN assumed).
 
-    Without spaces the length tells the identifier apart: 3 hex digits + whole bytes is odd (11-bit), 8 + whole
-    bytes is even (29-bit). Anything else (a status reply, a headerless line) is None.
+    CAN: ``7E8 04 41 0C 1F 40``, ``7E804410C1F40``, ``18DAF110 04 41 ...``; without a known protocol the length
+    tells the identifier apart (3 hex digits + whole bytes is odd, 8 + whole bytes even). ``pad`` (not monitor
+    mode) means ISO-TP formatting is on, so the first data byte must be a plausible ISO-TP byte. K-line and
+    J1850: see `legacy_frame`. Anything else (a status reply, a headerless line) is None.
     """
     text = _normalised(line)
     if not _HEX.fullmatch(text):
         return None
-    id_digits = 3 if len(text) % 2 else 8
+    if protocol in _LEGACY:
+        return legacy_frame(bytes.fromhex(text), protocol) if len(text) % 2 == 0 else None
+    id_digits = 3 if protocol in _CAN_11BIT else 8 if protocol in _CAN_29BIT else 3 if len(text) % 2 else 8
     data = text[id_digits:]
-    if not data or len(data) > 2 * FRAME_BYTES:
+    if not data or len(data) % 2 or len(data) > 2 * FRAME_BYTES:
         return None
     arbitration_id = int(text[:id_digits], 16)
-    if arbitration_id > 0x1FFFFFFF:
+    if arbitration_id > (0x7FF if id_digits == 3 else 0x1FFFFFFF):
         return None
     payload = bytes.fromhex(data)
+    if pad and not _iso_tp_shaped(payload):
+        return None
     if pad:
         payload += bytes(FRAME_BYTES - len(payload))
     return can.Message(arbitration_id=arbitration_id, is_extended_id=id_digits == 8, data=payload)
+
+
+def _iso_tp_shaped(data: bytes) -> bool:
+    """Could this be an ISO-TP frame as the adapter shows it (padding hidden)?"""
+    kind, low = data[0] >> 4, data[0] & 0x0F
+    if kind == isotp.SINGLE_FRAME:
+        return 1 <= low < len(data)
+    if kind == isotp.FIRST_FRAME:
+        return len(data) == FRAME_BYTES
+    return kind in (isotp.CONSECUTIVE_FRAME, isotp.FLOW_CONTROL) and len(data) >= 2
+
+
+def legacy_frame(raw: bytes, protocol: str) -> can.Message | None:
+    """A K-line or J1850 answer (3 header bytes, data, check byte) as the single frame CAN would carry it.
+
+    ISO 9141-2 and J1850 headers are priority/type, target, source (``48 6B 10``); ISO 14230-4 KWP's first byte
+    is a format byte whose low 6 bits give the data length (0: a length byte follows the header), unless it is
+    the ISO 9141-style ``48``/``68`` form. The check byte is the sum of the others (K-line) or the SAE J1850
+    CRC-8. The source address (the ECU) becomes the 29-bit answer ID ``18DAF1<ECU>``.
+    """
+    if len(raw) < 5:
+        return None
+    body, check = raw[:-1], raw[-1]
+    if check != (sum(body) & 0xFF if protocol in _KLINE else crc_j1850(body)):
+        return None
+    start = 3
+    if protocol in _KWP and raw[0] & 0x80:
+        length = raw[0] & 0x3F
+        if length == 0:
+            length, start = raw[3], 4
+        if start + length != len(body):
+            return None
+    data = body[start:]
+    if not 1 <= len(data) <= FRAME_BYTES - 1:
+        return None
+    payload = bytes((len(data),)) + data
+    return can.Message(arbitration_id=ids.ecu_response_id(raw[2]), is_extended_id=True,
+                       data=payload + bytes(FRAME_BYTES - len(payload)))
+
+
+def crc_j1850(data: bytes) -> int:
+    """SAE J1850's CRC-8: polynomial x^8+x^4+x^3+x^2+1 (0x1D), initial 0xFF, result inverted."""
+    crc = 0xFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc << 1 ^ 0x1D) & 0xFF if crc & 0x80 else crc << 1 & 0xFF
+    return crc ^ 0xFF
 
 
 def request_payload(msg: can.Message) -> bytes | None:
@@ -201,8 +286,20 @@ class _Session:
 class Elm327Bus(can.BusABC):
     """An ELM327 adapter as a python-can bus (see the module docstring for what it can and cannot do)."""
 
-    #: The OBD poller asks this many PIDs per request here: every round trip costs tens of milliseconds.
-    obd_pids_per_request = pids.MAX_PIDS_PER_REQUEST
+    @property
+    def obd_pids_per_request(self) -> int:
+        """PIDs the OBD poller asks per request: six on CAN, where every round trip costs tens of milliseconds;
+        one on K-line and J1850 (SAE J1979 allows several on CAN only)."""
+        return 1 if self.active_protocol in _LEGACY else pids.MAX_PIDS_PER_REQUEST
+
+    @property
+    def obd_max_requests_per_s(self) -> float:
+        """The poller's cap on this bus: lower on K-line."""
+        return KLINE_MAX_REQUESTS_PER_S if self.active_protocol in _KLINE else math.inf
+
+    @property
+    def obd_response_timeout_s(self) -> float:
+        return LEGACY_RESPONSE_TIMEOUT_S if self.active_protocol in _LEGACY else 0.0
 
     def __init__(self, channel: str, can_filters=None, *, baudrate: int | None = None, protocol: str | None = None,
                  bitrate: int | None = None, adaptive_timing: int | None = 1, monitor: bool = False, clock=None,
@@ -235,6 +332,12 @@ class Elm327Bus(can.BusABC):
         self._echo = ""
         self._last_reply = ""
         self._header: tuple[int, bool] | None = None
+        #: The protocol the adapter talks (an ELM327 number, see PROTOCOLS): the one given, or once an
+        #: automatic search found one, what ATDPN says; None until then (answer lines are held meanwhile).
+        self.active_protocol: str | None = None
+        self._held: list[tuple[str, float]] = []
+        self._asking_protocol = False
+        self._protocol_unknowable = False  # ATDPN not understood: lines are read as CAN, told apart by length
         self._warned: set[str] = set()
         self._monitor_frames = 0
         self._monitor_empty_runs = 0
@@ -265,7 +368,9 @@ class Elm327Bus(can.BusABC):
         with self._send_lock:
             self._wait_idle(wait_s)
             header = (msg.arbitration_id, msg.is_extended_id)
-            if header != self._header:
+            if self.active_protocol in _LEGACY:
+                header = self._header or _DEFAULT_HEADER  # K-line, J1850: the adapter's own OBD-II header
+            if header != (self._header or _DEFAULT_HEADER):
                 for command in header_commands(*header):
                     self._write(command)
                     self._wait_idle(wait_s)
@@ -338,9 +443,14 @@ class Elm327Bus(can.BusABC):
             raise
         self._header = None
         self._broken = None
+        self.active_protocol = self._protocol.upper().lstrip("A") or None  # "0" (search): not known yet
+        if self.active_protocol not in PROTOCOLS:
+            self.active_protocol = None
+        self._held.clear()
+        self._protocol_unknowable = False
         self._port = port
         log.info("%s: %s at %d baud, protocol %s", self.channel_info, self.version or "adapter", baud,
-                 self._protocol)
+                 PROTOCOLS.get(self.active_protocol, "automatic search"))
         if self.monitor:
             self._start_monitor()
         else:
@@ -401,14 +511,42 @@ class Elm327Bus(can.BusABC):
         line = line.upper()
         if _normalised(line) == self._echo:
             return  # echo despite ATE0
-        frame = parse_frame(line, pad=not self.monitor)
-        if frame is not None:
-            frame.timestamp = t
-            frame.channel = self._channel
-            self._monitor_frames += 1
-            self._frames.put(frame)
+        if self._asking_protocol:
+            self._on_protocol(line)
             return
-        self._on_reply(line, t)
+        if (self.active_protocol is None and not self.monitor and not self._protocol_unknowable
+                and _HEX.fullmatch(_normalised(line))):
+            self._held.append((line, t))  # which protocol it is in: ATDPN, after the prompt
+            return
+        if not self._put_frame(line, t, self.active_protocol):
+            self._on_reply(line, t)
+
+    def _put_frame(self, line: str, t: float, protocol: str | None) -> bool:
+        frame = parse_frame(line, pad=not self.monitor, protocol=protocol)
+        if frame is None:
+            return False
+        frame.timestamp = t
+        frame.channel = self._channel
+        self._monitor_frames += 1
+        self._frames.put(frame)
+        return True
+
+    def _on_protocol(self, line: str) -> None:
+        """The answer to ATDPN after an automatic search: the protocol found, then the held lines as frames."""
+        found = _normalised(line).lstrip("A")
+        self._asking_protocol = False
+        if found in PROTOCOLS:
+            self.active_protocol = found
+            log.warning("%s: automatic protocol search found %s", self.channel_info, PROTOCOLS[found])
+        else:
+            self._protocol_unknowable = True
+            self._on_reply(line, 0.0)
+            log.warning("%s: the adapter does not say which protocol it found (ATDPN: %r); reading CAN",
+                        self.channel_info, line)
+        held, self._held = self._held, []
+        for text, t in held:
+            if not self._put_frame(text, t, self.active_protocol):
+                self._on_reply(text.upper(), t)
 
     def _on_reply(self, text: str, t: float) -> None:
         """A status line: counted; bus errors become error frames; trouble is logged once per kind."""
@@ -434,6 +572,13 @@ class Elm327Bus(can.BusABC):
 
     def _on_prompt(self) -> None:
         if not self.monitor:
+            if self._held and not self._asking_protocol and self._port is not None:
+                self._asking_protocol = True
+                try:
+                    self._write("ATDPN")  # the search found a protocol: which one (the prompt after sets idle)
+                    return
+                except can.CanOperationError:
+                    self._asking_protocol = False
             self._idle.set()
             return
         if self._closing.is_set():
