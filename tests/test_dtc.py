@@ -198,3 +198,28 @@ def test_the_poller_reads_diagnostics_at_start_and_then_every_interval(tmp_path)
     assert all(30 <= b[0] - a[0] <= 36 for a, b in zip(reads, reads[1:]))  # due every 30 s, read between polls
     [trip] = drive.pipeline.stats()["trips"]
     assert trip["distance_km"] == pytest.approx(drive.truth.distance_km, rel=0.03)
+
+
+def test_the_live_view_shows_the_codes():
+    import io
+
+    from firmware_bridge.pipeline import Pipeline, PipelineOptions
+    from firmware_bridge.sinks.console import LiveView
+
+    stream = io.StringIO()
+    view = LiveView(Pipeline(PipelineOptions()), stream=stream)
+    watch = DiagnosticsWatch(None, "kei")
+    truth = EcuDiagnostics(stored=["P0115"])
+    car = Car(truth)
+    agent = can.Bus(interface="virtual", channel=car.channel)
+    poller = ObdPoller(agent, PollSettings(response_timeout_s=0.3), ScaledClock(1.0))
+    notifier = can.Notifier(agent, [poller])
+    try:
+        watch(poller)
+    finally:
+        notifier.stop()
+        agent.shutdown()
+        car.close()
+    view.notes["dtc"] = watch.summary  # what run and demo do on every tick
+    view.update(force=True)
+    assert stream.getvalue().rstrip().endswith("| MIL ON: P0115")
