@@ -64,6 +64,9 @@ class SpoolWriter:
         if line is None:
             return
         self.points_produced += 1
+        if self._closing.is_set() and not self._thread.is_alive():  # too late: counted, never silently lost
+            self.unsaved += 1
+            return
         while self.block_when_full and self._failing_since is None:
             try:
                 self._queue.put(line, timeout=0.5)
