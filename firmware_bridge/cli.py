@@ -75,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="a simulated kei car drives a standard cycle through the whole pipeline")
     _add_pipeline_options(p), _add_output_options(p)
     p.add_argument("--cycle", default="wltc-jp", help="drive cycle (wltc, wltc-jp; default wltc-jp)")
-    p.add_argument("--speedup", type=float, default=60.0, help="times faster than real time (default 60)")
+    p.add_argument("--speedup", type=float, default=None, metavar="N",
+                   help="pace the drive at N times real time to watch it (default: as fast as the machine can; "
+                        "the figures are the same either way)")
     p.add_argument("--pids", default="map", choices=("map", "maf", "fuel_rate"),
                    help="what the simulated ECU offers: MAP only (kei default), +MAF, +MAF and fuel rate 0x5E")
     p.add_argument("--ev", action="store_true",
@@ -314,9 +316,10 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
+def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None) -> None:
     """Shared by run and demo: poller (if enabled), live view, sinks, systemd notifications, and a clean stop
-    on SIGINT/SIGTERM (queued points committed to the spool, a few seconds to deliver them)."""
+    on SIGINT/SIGTERM (queued points committed to the spool, a few seconds to deliver them). ``loop`` replaces
+    the live loop (the demo's runs on the simulator's clock)."""
     import time
 
     from firmware_bridge import systemd
@@ -375,7 +378,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None) -> None:
         poller.start()
     systemd.notify(f"READY=1\nSTATUS=reading {source}")
     try:
-        run_live(bus, pipeline, clock, stop, listeners, on_tick)
+        (loop or run_live)(bus, pipeline, clock, stop, listeners, on_tick)
     finally:
         systemd.notify("STOPPING=1")
         if poller is not None:
@@ -415,10 +418,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import functools
+
     import can
 
-    from firmware_bridge.clock import ScaledClock
+    from firmware_bridge.clock import SimClock
     from firmware_bridge.sim import CYCLE_NAMES, CarConfig, EvConfig, SimulatedCar, load_cycle
+    from firmware_bridge.sim.runner import LOG_START_UNIX_S, differences_from_truth, run_on_sim_clock
     from firmware_bridge.sinks.console import trips_table
 
     if args.cycle not in CYCLE_NAMES:
@@ -427,7 +433,7 @@ def cmd_demo(args) -> int:
     config["obd"]["enabled"] = args.obd = not args.ev  # an EV broadcasts: nobody polls it
     args.vehicle = args.vehicle or ("mitsubishi-i-miev" if args.ev else "kei-sim")
     pipeline = _pipeline(args, config)
-    clock = ScaledClock(args.speedup)
+    clock = SimClock(LOG_START_UNIX_S, threads=0 if args.ev else 1)  # the poller's thread waits on it
     channel = f"firmware-bridge-demo-{os.getpid()}"
     car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -436,26 +442,30 @@ def cmd_demo(args) -> int:
                        broadcast=args.ev)
     what = ("i-MiEV-like kei EV", "the agent reads its broadcast frames") if args.ev else (
         "658 cc kei car", f"the agent polls OBD-II ({args.pids} PIDs)")
-    print(f"demo: simulated {what[0]} drives {args.cycle} ({cycle.duration_s:.0f} s) at {args.speedup:g}x "
-          f"on a virtual CAN bus; {what[1]}", file=sys.stderr)
-    car.start()
+    pace = f"paced at {args.speedup:g}x real time" if args.speedup else "as fast as this machine can"
+    print(f"demo: simulated {what[0]} drives {args.cycle} ({cycle.duration_s:.0f} s) on a virtual CAN bus, {pace}, "
+          f"on the simulator's clock; {what[1]}", file=sys.stderr)
     try:
         _live(args, config, agent_bus, clock, pipeline, f"the simulated car on virtual:{channel}",
-              until=car.finished.is_set)
+              until=car.finished.is_set,
+              loop=functools.partial(run_on_sim_clock, cars=[car], speedup=args.speedup))
     finally:
-        car.stop()
         agent_bus.shutdown()
         car_bus.shutdown()
+    stats = pipeline.stats()
     print()
-    print(trips_table(pipeline.stats()))
+    print(trips_table(stats))
     truth = car.truth
     if args.ev:
         print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.energy_kwh:.3f} kWh out of the pack "
               f"({truth.wh_per_km:.0f} Wh/km), {truth.energy_regen_kwh:.3f} kWh regenerated")
-        return 0
-    print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.fuel_l:.3f} L "
-          f"({truth.distance_km / truth.fuel_l:.1f} km/L)")
-    return 0
+    else:
+        print(f"\nsimulator ground truth: {truth.distance_km:.3f} km, {truth.fuel_l:.3f} L "
+              f"({truth.distance_km / truth.fuel_l:.1f} km/L)")
+    problems = differences_from_truth(stats, truth, args.pids)
+    for problem in problems:
+        print(f"demo: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 def cmd_fillup(args) -> int:

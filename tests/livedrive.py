@@ -1,7 +1,8 @@
 """A live drive for tests: the simulated car and the agent's poller on a python-can virtual bus.
 
-The car and the agent share a scaled clock (the drive runs many times faster than real time); every frame on the
-bus is also recorded to a candump log by a third bus connection, as a logger plugged into the car would.
+The car, its ECU, the poller and the agent share one simulated clock, stepped as fast as the machine allows:
+the figures never depend on how loaded the machine is. Every frame on the bus is also recorded to a candump log
+by a third bus connection, as a logger plugged into the car would.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ from dataclasses import dataclass
 
 import can
 
-from firmware_bridge.clock import ScaledClock
+from firmware_bridge.clock import SimClock
 from firmware_bridge.obd.poller import ObdPoller, PollSettings
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.sim import CarConfig, GroundTruth, SimulatedCar
+from firmware_bridge.sim.runner import run_on_sim_clock
 from firmware_bridge.sinks.outputs import Outputs
-from firmware_bridge.sources.live import run_live
 
 _channels = itertools.count()
 
@@ -31,7 +32,7 @@ class LiveDrive:
     outputs: Outputs | None = None  # still open: the caller closes it (and may wait for the sender)
 
 
-def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, settings=None,
+def live_drive(cycle, pid_set="map", record=None, config=None, settings=None,
                start=1775034000.0, options=None, later=None, agent_config=None, during=None,
                poll=True, broadcast=False, car_options=None, poller_options=None) -> LiveDrive:
     """Drive ``cycle``; ``later=(cycle, offset_s)`` brings a second drive of the same car on the bus after a
@@ -42,15 +43,15 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
     leaves the agent passive (an EV: ``config=EvConfig()`` broadcasts, nobody polls). ``car_options`` go to each
     SimulatedCar (e.g. a 29-bit ``ecu_tx_id``, ``diagnostics``), ``poller_options`` to the ObdPoller."""
     channel = f"test-live-{next(_channels)}"
-    clock = ScaledClock(speedup, start=start)
+    clock = SimClock(start, threads=1 if poll else 0)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
-    recorder = None
+    taps = []
     if record is not None:
-        rec_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
-        recorder = (rec_bus, can.Notifier(rec_bus, [can.Logger(str(record))]))
+        taps.append((can.Bus(interface="virtual", channel=channel, preserve_timestamps=True),
+                     can.Logger(str(record))))
     pipeline = Pipeline(options or PipelineOptions())
     values = pipeline.state.values
-    poller = ObdPoller(agent_bus, settings or PollSettings(response_timeout_s=0.5), clock,
+    poller = ObdPoller(agent_bus, settings or PollSettings(), clock,
                        engine_rpm=lambda: values.get("engine_rpm"),
                        speed_kmh=lambda: values.get("speed_kmh"), **(poller_options or {})) if poll else None
     drives = [(cycle, 0.0)] + ([later] if later else [])
@@ -67,22 +68,17 @@ def live_drive(cycle, pid_set="map", speedup=60.0, record=None, config=None, set
         if all(car.finished.is_set() for car in cars):
             stop.set()
 
-    for car in cars:
-        car.start()
     listeners = [poller] if poller else []
     for listener in listeners:
         listener.start()
     try:
-        run_live(agent_bus, pipeline, clock, stop, listeners, on_tick=until)
+        run_on_sim_clock(agent_bus, pipeline, clock, stop, listeners, on_tick=until, cars=cars, taps=taps)
     finally:
         for listener in listeners:
             listener.stop()
-        for car in cars:
-            car.stop()
-            assert car.error is None, car.error
-        if recorder is not None:
-            recorder[1].stop()
-            recorder[0].shutdown()
+        for tap_bus, logger in taps:
+            logger.stop()
+            tap_bus.shutdown()
         for bus in (agent_bus, *car_buses):
             bus.shutdown()
     return LiveDrive(pipeline, poller, cars[0].truth, str(record) if record else None, outputs)

@@ -52,7 +52,7 @@ def busiest_second(frames) -> int:
 def test_every_frame_sent_is_counted_capped_and_an_obd_request(tmp_path, name, settings, ecu_tx_id, diagnostics):
     poller_options = {"diagnostics": read_diagnostics_of, "diagnostics_interval_s": 30.0} if diagnostics else {}
     car_options = {"ecu_tx_id": ecu_tx_id, "diagnostics": EcuDiagnostics(stored=["P0115", "P0420"])}
-    drive = live_drive(CYCLE, "map", speedup=10, record=tmp_path / "bus.log", settings=settings,
+    drive = live_drive(CYCLE, "map", record=tmp_path / "bus.log", settings=settings,
                        car_options=car_options, poller_options=poller_options)
     sent = agent_frames(drive.log_path, ecu_tx_id)
     allowed = ALLOWED_29BIT if ecu_tx_id > 0x7FF else ALLOWED_11BIT
@@ -75,7 +75,7 @@ def read_diagnostics_of(poller):
 
 
 def test_passive_sends_nothing(tmp_path):
-    drive = live_drive(CYCLE, "map", speedup=20, record=tmp_path / "bus.log", poll=False,
+    drive = live_drive(CYCLE, "map", record=tmp_path / "bus.log", poll=False,
                        config=CarConfig(), broadcast=True)
     ecu_and_broadcast = list(can.LogReader(drive.log_path))
     assert ecu_and_broadcast  # the car talks ...

@@ -7,7 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
 
+
+@pytest.mark.smoke
 def test_notify_ready_watchdog_and_sigterm(tmp_path, influx, influx_db):
     notify_path = tmp_path / "notify.sock"
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

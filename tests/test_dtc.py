@@ -189,7 +189,7 @@ def test_the_poller_reads_diagnostics_at_start_and_then_every_interval(tmp_path)
         with lock:
             reads.append((poller.clock.now(), read_diagnostics(poller.exchange).stored))
 
-    drive = live_drive(Cycle("cruise", tuple([0.0] * 5 + [30.0] * 80 + [0.0] * 5)), "map", speedup=10,
+    drive = live_drive(Cycle("cruise", tuple([0.0] * 5 + [30.0] * 80 + [0.0] * 5)), "map",
                        car_options={"diagnostics": EcuDiagnostics(stored=["P0420"])},
                        poller_options={"diagnostics": diagnostics, "diagnostics_interval_s": 30.0})
     reads = [(t, codes) for t, codes in reads if t < 1775034000.0 + 90]  # the last may find the ignition off

@@ -133,7 +133,7 @@ def test_simulated_ecu_answers_like_a_real_one():
 
 def test_live_multi_pid_polling_on_a_virtual_bus(tmp_path):
     cycle = Cycle("short", tuple(ramp(30, 60, 30, 50.0)))
-    drive = live_drive(cycle, "map", speedup=40, record=tmp_path / "multi.log",
+    drive = live_drive(cycle, "map", record=tmp_path / "multi.log",
                        settings=PollSettings(max_pids_per_request=6, response_timeout_s=0.5))
     [trip] = drive.pipeline.stats()["trips"]
     assert trip["distance_km"] == pytest.approx(drive.truth.distance_km, rel=0.01)

@@ -14,9 +14,6 @@ from livedrive import live_drive
 from test_influx_v1 import agent_config, assert_db_matches_file
 
 DB = "t_ev_drive"
-#: The EV broadcasts ~500 frames per car-second; at 25x a 5-s integration gap (max_gap_s) is 200 ms of wall
-#: time, so a loaded 2-core machine never makes the simulator skip long enough to lose distance.
-SPEEDUP = 25.0
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +21,7 @@ def ev_drive(influx, tmp_path_factory):
     influx.create_database(DB)
     tmp = tmp_path_factory.mktemp("ev")
     config = agent_config(influx, DB, tmp)
-    drive = live_drive(load_cycle("wltc-jp"), config=EvConfig(), speedup=SPEEDUP, poll=False, broadcast=True,
+    drive = live_drive(load_cycle("wltc-jp"), config=EvConfig(), poll=False, broadcast=True,
                        options=PipelineOptions(vehicle="mitsubishi-i-miev"), agent_config=config)
     drive.outputs.close(drain_stall_s=30)
     drive.lp_path = tmp / "points.lp"
@@ -105,7 +102,7 @@ def test_petrol_trip_has_no_ev_figures(tmp_path, trapezoid_drive):
 
 
 def test_demo_ev_drives_the_kei_ev():
-    result = run_cli("demo", "--ev", "--speedup", "150")
+    result = run_cli("demo", "--ev")
     assert result.returncode == 0, result.stderr
     assert "i-MiEV-like kei EV" in result.stderr and "polls" not in result.stderr
     measured = float(result.stdout.split("\nenergy ")[1].split(" kWh")[0])

@@ -44,7 +44,7 @@ def assert_db_matches_file(influx, db, lp_path):
 def test_live_drive_lands_in_influxdb(influx, influx_db, tmp_path):
     cycle = load_cycle("wltc-jp")
     # 50x: a car-second is then 20 ms of wall time, enough that a busy machine never starves a second of samples
-    drive = live_drive(cycle, "map", speedup=50, agent_config=agent_config(influx, influx_db, tmp_path),
+    drive = live_drive(cycle, "map", agent_config=agent_config(influx, influx_db, tmp_path),
                        record=tmp_path / "drive.log")
     drive.outputs.close(drain_stall_s=30)
     assert drive.outputs.sender.points_sent == drive.outputs.spool_writer.points_committed
@@ -108,7 +108,7 @@ def test_outage_mid_drive_loses_nothing(influx, influx_db, tmp_path):
             influx.start()
             state["restarted"] = True
 
-    drive = live_drive(cycle, "map", speedup=100, agent_config=agent_config(influx, influx_db, tmp_path),
+    drive = live_drive(cycle, "map", agent_config=agent_config(influx, influx_db, tmp_path),
                        during=outage)
     assert state == {"stopped": True, "restarted": True}
     assert drive.outputs.sender.failures > 0 or drive.outputs.sender.last_error  # the outage was felt

@@ -36,7 +36,7 @@ def test_engine_off_means_almost_no_requests(tmp_path):
     # drive, stand 60 s with idle-stop (engine off, ignition on), drive again
     trace = ramp(20, 20, 20, 40.0) + [0.0] * 60 + ramp(20, 20, 20, 40.0)
     cycle = Cycle("stop-and-go", tuple(trace))
-    drive = live_drive(cycle, "map", speedup=50, record=tmp_path / "idle-stop.log",
+    drive = live_drive(cycle, "map", record=tmp_path / "idle-stop.log",
                        config=CarConfig(idle_stop=True))
     stop_start = T0 + 61
     standing = requests_between(drive.log_path, stop_start + 15, stop_start + 55)
@@ -51,7 +51,7 @@ def test_engine_off_means_almost_no_requests(tmp_path):
 def test_backs_off_while_asleep_and_resumes_on_wake(tmp_path):
     cycle = Cycle("short", tuple(ramp(20, 20, 20, 40.0)))
     warm_up_first = Cycle("idle-then-short", (0.0,) * 35 + cycle.speeds_kmh)  # wake, idle, then drive
-    drive = live_drive(cycle, "map", speedup=50, record=tmp_path / "sleep.log", later=(warm_up_first, 180.0))
+    drive = live_drive(cycle, "map", record=tmp_path / "sleep.log", later=(warm_up_first, 180.0))
     asleep = requests_between(drive.log_path, T0 + cycle.duration_s + 2, T0 + 180)
     assert 3 <= len(asleep) <= 12  # 1, 2, 4, 8, 16, 30 s between probes, not 10 a second
     gaps = [b.timestamp - a.timestamp for a, b in zip(asleep, asleep[1:])]

@@ -14,6 +14,7 @@ from firmware_bridge.sim.cycles import Cycle
 SHORT = Cycle("short", tuple([0.0] * 2 + [6.0 * i for i in range(7)] + [36.0 - 6.0 * i for i in range(7)] + [0.0] * 2))
 
 
+@pytest.mark.smoke
 @pytest.mark.parametrize("obd", [False, True], ids=["passive", "polling"])
 def test_run_reads_the_bus_and_stops_cleanly_on_sigterm(tmp_path, capsys, obd):
     channel = f"run-test-{obd}"
@@ -42,7 +43,7 @@ def test_run_reads_the_bus_and_stops_cleanly_on_sigterm(tmp_path, capsys, obd):
     assert "polling on" in captured.err if obd else "off (passive)" in captured.err
     lines = out.read_text().splitlines()
     vehicle = [line for line in lines if line.startswith("vehicle,")]
-    assert len(vehicle) >= SHORT.duration_s - 2  # one point per second of the drive
+    assert len(vehicle) >= SHORT.duration_s - 4  # one point per second of the drive, in wall time
     assert all(line.startswith("vehicle,vehicle=test\\ car ") for line in vehicle)
     trip = [line for line in lines if line.startswith("trip,")]
     assert len(trip) == 1 and "fuel_source=\"" in trip[0]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 import uuid
 
 import can
 import cantools
 import pytest
 
-from firmware_bridge.clock import ScaledClock
+from firmware_bridge.clock import ScaledClock, SimClock
 from firmware_bridge.sim import (
     CYCLE_NAMES,
     PID_SETS,
@@ -29,7 +28,9 @@ from firmware_bridge.sim import (
 )
 from firmware_bridge.sim.car import FUEL_STATUS_CLOSED_LOOP, FUEL_STATUS_OPEN_LOOP_LOAD_OR_CUT
 from firmware_bridge.sim.obd import obd_request
+from firmware_bridge.sim.runner import OBD_RESPONSE_DELAY_S
 
+T0 = 1775034000.0
 SHORT_CYCLE = Cycle("short", (0.0, 0.0, 10.0, 25.0, 30.0, 20.0, 5.0, 0.0, 0.0))
 
 
@@ -310,19 +311,14 @@ def test_write_log_candump(tmp_path):
 # --- live ------------------------------------------------------------------------------------------------
 
 
-def recv_response(
-    bus: can.BusABC, pid: int, wall_timeout_s: float, seen_ids: set[int] | None = None
-) -> can.Message | None:
-    deadline = time.monotonic() + wall_timeout_s
-    while time.monotonic() < deadline:
-        message = bus.recv(timeout=0.05)
-        if message is None:
-            continue
-        if seen_ids is not None:
-            seen_ids.add(message.arbitration_id)
-        if message.arbitration_id == 0x7E8 and message.data[2] == pid:
-            return message
-    return None
+def responses(bus: can.BusABC, seen_ids: set[int]) -> dict[int, can.Message]:
+    """The OBD-II answers waiting on ``bus`` by PID; every ID seen goes into ``seen_ids``."""
+    answers = {}
+    while (message := bus.recv(timeout=0)) is not None:
+        seen_ids.add(message.arbitration_id)
+        if message.arbitration_id == 0x7E8:
+            answers[message.data[2]] = message
+    return answers
 
 
 def virtual_pair():
@@ -331,44 +327,68 @@ def virtual_pair():
     return make(), make()
 
 
+def step_to(clock: SimClock, car: SimulatedCar, t: float) -> None:
+    clock.advance(t)
+    car.step(clock.now())
+
+
 def test_live_car_answers_on_virtual_bus():
     car_bus, tester_bus = virtual_pair()
-    clock = ScaledClock(50.0)
+    clock = SimClock(T0)
     car = SimulatedCar(car_bus, CarConfig(), load_cycle("wltc"), pid_set="map", clock=clock)
     try:
-        car.start()
-        clock.sleep(20.0)  # 20 s of car time: the car is idling before pulling away
+        step_to(clock, car, T0 + 20.0)  # 20 s of car time: the car is idling before pulling away
         request = obd_request(0x0C, timestamp=clock.now())
         tester_bus.send(request)
         seen_ids: set[int] = set()
-        answer = recv_response(tester_bus, 0x0C, wall_timeout_s=2.0, seen_ids=seen_ids)
-        assert answer is not None
+        assert car.step(clock.now()) == 1 and responses(tester_bus, seen_ids) == {}  # the ECU takes a moment
+        step_to(clock, car, car.next_due(broadcast=False))
+        answer = responses(tester_bus, seen_ids)[0x0C]
         rpm = int.from_bytes(answer.data[3:5], "big") / 4
         assert 700 <= rpm <= 6100
-        assert request.timestamp <= answer.timestamp <= clock.now()
+        assert answer.timestamp == pytest.approx(request.timestamp + OBD_RESPONSE_DELAY_S)
         tester_bus.send(obd_request(0x10, timestamp=clock.now()))
-        assert recv_response(tester_bus, 0x10, wall_timeout_s=0.3, seen_ids=seen_ids) is None  # no MAF here
+        step_to(clock, car, clock.now() + 0.5)
+        assert 0x10 not in responses(tester_bus, seen_ids)  # no MAF here
         assert {0x180, 0x1A0, 0x200, 0x320} <= seen_ids
         assert car.error is None and not car.finished.is_set()
     finally:
-        car.stop()
         car_bus.shutdown()
         tester_bus.shutdown()
 
 
 def test_live_car_finishes_and_falls_silent():
     car_bus, tester_bus = virtual_pair()
+    clock = SimClock(T0)
+    car = SimulatedCar(car_bus, CarConfig(), SHORT_CYCLE, clock=clock)
+    try:
+        while not car.finished.is_set():
+            step_to(clock, car, car.next_due())
+        assert clock.now() == T0 + SHORT_CYCLE.duration_s
+        assert not car.state.ignition
+        assert car.truth.distance_km == pytest.approx(SHORT_CYCLE.distance_km, rel=1e-9)
+        responses(tester_bus, set())
+        tester_bus.send(obd_request(0x0C, timestamp=clock.now()))
+        step_to(clock, car, clock.now() + 1.0)
+        assert tester_bus.recv(timeout=0) is None
+    finally:
+        car_bus.shutdown()
+        tester_bus.shutdown()
+
+
+@pytest.mark.smoke
+def test_car_thread_on_a_scaled_clock():
+    """Watching a drive: the car in its own thread, paced by a scaled wall clock."""
+    car_bus, tester_bus = virtual_pair()
     clock = ScaledClock(50.0)
     car = SimulatedCar(car_bus, CarConfig(), SHORT_CYCLE, clock=clock)
     try:
         car.start()
+        tester_bus.send(obd_request(0x0D, timestamp=clock.now()))
         assert car.finished.wait(timeout=5.0)
-        assert not car.state.ignition
-        assert car.truth.distance_km == pytest.approx(SHORT_CYCLE.distance_km, rel=1e-9)
-        while tester_bus.recv(timeout=0) is not None:
-            pass
-        tester_bus.send(obd_request(0x0C, timestamp=clock.now()))
-        assert tester_bus.recv(timeout=0.2) is None
+        seen_ids: set[int] = set()
+        assert 0x0D in responses(tester_bus, seen_ids) and 0x320 in seen_ids
+        assert car.error is None and car.truth.distance_km == pytest.approx(SHORT_CYCLE.distance_km, rel=1e-9)
     finally:
         car.stop()
         car_bus.shutdown()

@@ -241,7 +241,7 @@ class ObdPoller(can.Listener):
 
     def _sleep(self, seconds: float) -> bool:
         """Sleep in car time; False when asked to stop."""
-        return not self._stop.wait(seconds / self.clock.speedup)
+        return not self.clock.wait(self._stop, seconds)
 
     def ask(self, pid: int) -> can.Message | None:
         """One PID: its answer, or None after the timeout."""
@@ -259,7 +259,7 @@ class ObdPoller(can.Listener):
             self._waiting = frozenset()
             return {}
         self.requests_sent += 1
-        self._answer.wait(self.response_timeout_s / self.clock.speedup)
+        self.clock.wait(self._answer, self.response_timeout_s)
         self._waiting = frozenset()
         if answers:
             self.responses += 1
@@ -283,7 +283,7 @@ class ObdPoller(can.Listener):
             self.requests_sent += 1
             wait_s = max(first_answer_s, self.response_timeout_s)
             quiet_s = max(_P2_CAN_S, getattr(self.bus, "obd_response_timeout_s", 0.0))
-            while self._answer.wait(wait_s / self.clock.speedup) and not self._stop.is_set():
+            while self.clock.wait(self._answer, wait_s) and not self._stop.is_set():
                 self._answer.clear()
                 wait_s = quiet_s  # other ECUs, or more messages of a K-line answer, may follow
         finally:
