@@ -56,6 +56,9 @@ class ScaledClock:
 
 #: How often a parked thread looks at its event for a set from outside the loop (a stop request), wall seconds.
 _PARKED_POLL_S = 0.05
+#: After ``close``, waits last this much longer (wall seconds), so a helper whose time ran out at the close is
+#: told to stop before it acts on the timeout (the owner stops it right after closing the clock).
+_CLOSED_GRACE_S = 0.5
 #: Longest a thread may run between two waits before the loop gives up on it (it died, or never started).
 _THREAD_RETURN_S = 30.0
 
@@ -106,7 +109,7 @@ class SimClock:
                         break
                 if parked.released:
                     return event.is_set()
-        return event.wait(max(timeout_s, 0.0))
+        return event.wait(max(timeout_s, 0.0) + _CLOSED_GRACE_S)
 
     def sleep(self, seconds: float) -> None:
         self.wait(threading.Event(), seconds)
@@ -144,7 +147,8 @@ class SimClock:
                                    " of wall time (it hangs or never started)")
 
     def close(self) -> None:
-        """Stop simulated time: every helper is released and later waits are real ones."""
+        """Stop simulated time: every helper is released and later waits are real ones (a little longer than
+        asked, so the owner's stop request comes first); the owner then stops its helpers."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()

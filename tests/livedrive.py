@@ -76,7 +76,9 @@ def live_drive(cycle, pid_set="map", record=None, config=None, settings=None,
     finally:
         for listener in listeners:
             listener.stop()
-        for tap_bus, logger in taps:
+        for tap_bus, logger in taps:  # the recording ends with the agent's last frame
+            while (msg := tap_bus.recv(timeout=0)) is not None:
+                logger.on_message_received(msg)
             logger.stop()
             tap_bus.shutdown()
         for bus in (agent_bus, *car_buses):

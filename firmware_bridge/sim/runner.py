@@ -341,10 +341,10 @@ def run_on_sim_clock(bus: can.BusABC, pipeline, clock: SimClock, stop: threading
                                 speedup)
             clock.advance(due)
     finally:
-        clock.close()
         pipeline.finish()
         if on_tick is not None:
             on_tick()
+        clock.close()  # the caller stops the poller next
 
 
 #: How far the agent's figures may be from the simulator's ground truth (relative), by what it measures from:
