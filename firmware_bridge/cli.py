@@ -17,6 +17,7 @@ from firmware_bridge import __version__
 from firmware_bridge.commands import dtc
 from firmware_bridge.commands import inspect as inspect_command
 from firmware_bridge.commands import spool as spool_command
+from firmware_bridge.commands import learn as learn_command
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError, RunError
 from firmware_bridge.json_output import json_text
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect_command.add_parser(sub, _add_decode_options)
     spool_command.add_parser(sub, _add_influx_options)
+    learn_command.add_parser(sub)
 
     p = sub.add_parser("fillup", help="record a fill-up (litres pumped at an odometer reading) for fuel calibration")
     p.add_argument("--litres", type=float, required=True, help="litres pumped")

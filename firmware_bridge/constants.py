@@ -23,11 +23,14 @@ STANDARD_GRAVITY_MS2 = 9.80665
 #: 0 °C in kelvin.
 ZERO_C_IN_K = 273.15
 
+#: km per international mile, exactly (International Yard and Pound Agreement, 1959: 1 yd = 0.9144 m).
+KM_PER_MILE = 1.609344
+
 #: km/L to US miles per gallon (1 mi = 1.609344 km, 1 US gal = 3.785411784 L).
-KM_PER_L_TO_MPG_US = 3.785411784 / 1.609344  # 2.352146
+KM_PER_L_TO_MPG_US = 3.785411784 / KM_PER_MILE  # 2.352146
 
 #: km/L to UK miles per gallon (1 imperial gal = 4.54609 L).
-KM_PER_L_TO_MPG_UK = 4.54609 / 1.609344  # 2.824809
+KM_PER_L_TO_MPG_UK = 4.54609 / KM_PER_MILE  # 2.824809
 
 #: Seconds per hour and km/h per m/s, so unit conversions read as what they are.
 S_PER_H = 3600.0

@@ -4,7 +4,7 @@ It feeds the pipeline exactly as a real car would (python-can frames, live or as
 distance and fuel, so every estimate the agent makes can be checked against what really happened.
 """
 
-from firmware_bridge.sim.broadcast import SIM_DBC_PATH, BroadcastSchedule
+from firmware_bridge.sim.broadcast import SIM_DBC_PATH, BroadcastSchedule, SeededLayout, seeded_layout
 from firmware_bridge.sim.car import CarConfig, CarState, GroundTruth, KeiCar
 from firmware_bridge.sim.cycles import CYCLE_NAMES, Cycle, load_cycle
 from firmware_bridge.sim.ev import ElectricKeiCar, EvConfig, EvState, EvTruth
@@ -26,9 +26,11 @@ __all__ = [
     "GroundTruth",
     "KeiCar",
     "ObdResponder",
+    "SeededLayout",
     "SimulatedCar",
     "encode_response",
     "generate_frames",
     "load_cycle",
+    "seeded_layout",
     "write_log",
 ]

@@ -43,14 +43,17 @@ def _as_cycle(cycle: Cycle | str) -> Cycle:
     return load_cycle(cycle) if isinstance(cycle, str) else cycle
 
 
-def _car_parts(config: CarConfig | EvConfig | None, cycle: Cycle | str, pid_set, broadcast: bool,
-               ecu_tx_id: int = 0x7E8, diagnostics: EcuDiagnostics | None = None):
+def _car_parts(config: CarConfig | EvConfig | None, cycle: Cycle | str, pid_set,
+               broadcast: bool | BroadcastSchedule, ecu_tx_id: int = 0x7E8,
+               diagnostics: EcuDiagnostics | None = None):
     """(car, OBD responder or None, broadcast schedule or None): an EV broadcasts the i-MiEV's frames and
-    answers no OBD-II requests; the petrol car answers and broadcasts the simulator's own frames."""
+    answers no OBD-II requests; the petrol car answers and broadcasts the simulator's own frames, or the
+    schedule given (a seeded layout's)."""
     if isinstance(config, EvConfig):
         return ElectricKeiCar(config, _as_cycle(cycle)), None, imiev_broadcast_schedule() if broadcast else None
     car = KeiCar(config, _as_cycle(cycle))
-    return car, ObdResponder(car, pid_set, ecu_tx_id, diagnostics), BroadcastSchedule() if broadcast else None
+    schedule = broadcast if isinstance(broadcast, BroadcastSchedule) else BroadcastSchedule() if broadcast else None
+    return car, ObdResponder(car, pid_set, ecu_tx_id, diagnostics), schedule
 
 
 class _ScanTool:
@@ -78,7 +81,7 @@ class DriveFrames(Iterator[can.Message]):
         cycle: Cycle | str,
         config: CarConfig | EvConfig | None = None,
         pid_set: str | Iterable[int] = "map",
-        broadcast: bool = True,
+        broadcast: bool | BroadcastSchedule = True,
         obd_poll_hz: float = 10.0,
         start_time: float = 0.0,
     ) -> None:
@@ -133,7 +136,7 @@ def write_log(
     cycle_name: Cycle | str = "wltc",
     config: CarConfig | EvConfig | None = None,
     pid_set: str | Iterable[int] = "map",
-    broadcast: bool = True,
+    broadcast: bool | BroadcastSchedule = True,
     obd_poll_hz: float = 10.0,
     start_time: float = LOG_START_UNIX_S,
     progress: Callable[[Iterable[can.Message], float, float], Iterable[can.Message]] | None = None,
