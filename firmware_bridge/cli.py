@@ -16,8 +16,8 @@ from pathlib import Path
 from firmware_bridge import __version__
 from firmware_bridge.commands import dtc
 from firmware_bridge.commands import inspect as inspect_command
-from firmware_bridge.commands import spool as spool_command
 from firmware_bridge.commands import learn as learn_command
+from firmware_bridge.commands import spool as spool_command
 from firmware_bridge.config import analytics_settings, load_config
 from firmware_bridge.errors import InputError, RunError
 from firmware_bridge.json_output import json_text
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-broadcast", action="store_true", help="OBD-II traffic only, no simulator frames")
     p.add_argument("--no-obd", action="store_true", help="broadcast frames only, no OBD-II traffic")
     p.add_argument("--ev", action="store_true", help="the i-MiEV-like kei EV: its broadcast frames, no OBD-II")
+    p.add_argument("--layout-seed", type=int, metavar="N",
+                   help="broadcast a made-up car's frames instead (layout chosen by N: a car with no DBC, to learn)")
 
     inspect_command.add_parser(sub, _add_decode_options)
     spool_command.add_parser(sub, _add_influx_options)
@@ -294,7 +296,7 @@ def cmd_decode(args) -> int:
 
 def cmd_simulate(args) -> int:
     from firmware_bridge.progress import over_drive, wanted
-    from firmware_bridge.sim import CYCLE_NAMES, EvConfig, write_log
+    from firmware_bridge.sim import CYCLE_NAMES, EvConfig, seeded_layout, write_log
     from firmware_bridge.sources.logs import log_format
 
     if args.cycle not in CYCLE_NAMES:
@@ -309,12 +311,15 @@ def cmd_simulate(args) -> int:
               f"{truth.distance_km:.3f} km, true pack energy {truth.energy_kwh:.3f} kWh ({truth.wh_per_km:.0f} Wh/km, "
               f"{truth.energy_regen_kwh:.3f} kWh regenerated)", file=sys.stderr)
         return 0
-    truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=not args.no_broadcast,
+    seeded = args.layout_seed is not None and not args.no_broadcast
+    broadcast = seeded_layout(args.layout_seed).schedule() if seeded else not args.no_broadcast
+    truth = write_log(args.out, args.cycle, pid_set=args.pids, broadcast=broadcast,
                       obd_poll_hz=0.0 if args.no_obd else 10.0, progress=progress)
+    hint = "" if args.no_broadcast else (f"; a made-up layout (seed {args.layout_seed}): learn it with "
+                                         "`firmware-bridge learn`" if seeded else
+                                         "; read it with --vehicle kei-sim (the simulator's own frames)")
     print(f"{args.out}: {args.cycle}, {truth.duration_s:.0f} s, true distance {truth.distance_km:.3f} km, "
-          f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L)"
-          + ("" if args.no_broadcast else "; read it with --vehicle kei-sim (the simulator's own frames)"),
-          file=sys.stderr)
+          f"true fuel {truth.fuel_l:.3f} L ({truth.distance_km / truth.fuel_l:.1f} km/L){hint}", file=sys.stderr)
     return 0
 
 
@@ -325,6 +330,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
     import time
 
     from firmware_bridge import systemd
+    from firmware_bridge.learn.live import live_learner
     from firmware_bridge.obd.diagnostics import DiagnosticsWatch, FreezeFrameDecoder
     from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
@@ -352,6 +358,9 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
                            speed_kmh=lambda: values.get("speed_kmh"), diagnostics=diagnostics,
                            diagnostics_interval_s=config["obd"]["diagnostics_interval_s"])
         listeners.append(poller)
+    learner = live_learner(config, pipeline, poller)  # [learn] enabled: the car's own frames, learnt on the way
+    if learner is not None:
+        listeners.append(learner)
     watchdog_s = systemd.watchdog_interval_s()
     next_ping, starving = 0.0, False
     watch, started, silence_warn_s = BusWatch(pipeline, source, polling), clock.now(), config["bus"]["silence_warn_s"]
@@ -375,6 +384,8 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
             starving = starved
         if until is not None and until():
             stop.set()
+        if learner is not None:
+            learner.tick()
 
     if poller is not None:
         poller.start()
@@ -408,7 +419,8 @@ def cmd_run(args) -> int:
     pipeline = _pipeline(args, config)
     pipeline.tracker.keep_finished = RUN_TRIPS_KEPT
     settings = bus_settings(config, args.interface, args.channel, args.bitrate)
-    bus = open_bus(filters=bus_filters(pipeline.decoder.db), **settings)
+    learning = config["learn"]["enabled"]  # learning needs every frame, not only the decoded ones
+    bus = open_bus(filters=None if learning else bus_filters(pipeline.decoder.db), **settings)
     source = ":".join(str(settings[k]) for k in ("interface", "channel") if settings[k] is not None) + (
         f" at {settings['bitrate']} bit/s" if settings["bitrate"] else "")
     try:

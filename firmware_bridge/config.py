@@ -60,6 +60,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "token_file": ((str,), None),
         "timeout_s": (_NUMBER, 10.0),
     },
+    "learn": {
+        "enabled": ((bool,), False),
+        "go_passive": ((bool,), False),
+    },
     "calibration": {
         "enabled": ((bool,), True),
         "ledger": ((str,), None),

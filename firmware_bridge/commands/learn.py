@@ -6,7 +6,6 @@ why); 2 for bad input (a missing or unreadable log, a bad name or folder).
 
 from __future__ import annotations
 
-import json
 import sys
 
 
@@ -44,6 +43,7 @@ def _table(findings, missing, written) -> str:
 
 
 def cmd_learn(args) -> int:
+    from firmware_bridge.json_output import json_text
     from firmware_bridge.learn import learn_logs
     from firmware_bridge.learn.folder import check_name, write_folder
     from firmware_bridge.sources.logs import LogProblems, check_logs, report_problems
@@ -59,14 +59,14 @@ def cmd_learn(args) -> int:
         written = [str(p) for p in write_folder(args.out, args.name, args.logs, evidence, findings, missing)]
     else:
         if not evidence.obd_answers:
-            why = "the logs hold no OBD-II answers (record a drive with --obd on)"
+            why = f"the logs hold no OBD-II answers for {', '.join(evidence.signals)} (record a drive with --obd on)"
         elif not evidence.ids:
             why = "the logs hold no broadcast frames (an ELM327 hears only its answers: use a raw CAN adapter)"
         else:
             why = "; ".join(f"{m.quantity}: {m.reason}" for m in missing) or "no signal fits well enough"
         print(f"learn: nothing found, too little evidence: {why}", file=sys.stderr)
     if args.format == "json":
-        print(json.dumps({"quantities": {f.quantity: _row(f) for f in found}, "written": written}, indent=2))
+        print(json_text({"quantities": {f.quantity: _row(f) for f in found}, "written": written}, indent=2))
     else:
         print(_table(findings, missing, written))
     return 0

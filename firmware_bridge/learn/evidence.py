@@ -19,6 +19,7 @@ import numpy as np
 from firmware_bridge.decode.batch import BatchDecoder
 from firmware_bridge.decode.dbc import bundled_dbc_path, load_database
 from firmware_bridge.decode.live import LiveDecoder
+from firmware_bridge.obd import ids
 from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.sources.frame_blocks import FrameBlock
 from firmware_bridge.state.vehicle import load_signal_map
@@ -45,11 +46,12 @@ def obd_signals() -> dict[str, str]:
 
 
 def _is_diagnostic(block: FrameBlock) -> np.ndarray:
-    """OBD-II / UDS requests and answers (0x7DF, 0x7E0-0x7EF, 29-bit 0x18DAxxxx / 0x18DB33F1): not broadcast."""
-    ids = block.frame_id
-    standard = (ids == 0x7DF) | ((ids >= 0x7E0) & (ids <= 0x7EF))
-    extended = ((ids & 0x1FFF0000) == 0x18DA0000) | (ids == 0x18DB33F1)
-    return np.where(block.extended, extended, standard)
+    """OBD-II requests and answers (the one OBD-II ID rule): not broadcast."""
+    mask = ids.response_mask(block.frame_id, block.extended)
+    keys = block.frame_id.astype(np.int64) | block.extended.astype(np.int64) << 32
+    unique, inverse = np.unique(keys, return_inverse=True)
+    requests = np.array([ids.is_request(key & 0xFFFFFFFF, bool(key >> 32)) for key in unique.tolist()], dtype=bool)
+    return mask | requests[inverse.ravel()]
 
 
 def payloads(block: FrameBlock) -> np.ndarray:

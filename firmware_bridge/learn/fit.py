@@ -37,6 +37,8 @@ MIN_SAMPLES, FULL_EVIDENCE_SAMPLES = 30, 100
 MIN_COVERAGE = 0.5
 #: The OBD-II values must span this many of their own steps: a constant tells nothing about a scale.
 MIN_SPAN_STEPS = 10
+#: Relative RMSE gain that shows a bit below a signal is its own.
+FIT_GAIN = 0.005
 #: RMSE lead over the next candidate that counts as fully separated.
 FULL_MARGIN = 0.2
 #: Reported as found from this confidence (and R²) on.
@@ -323,17 +325,25 @@ class Learner:
     def _bottom(self, quantity: str, samples: QuantitySamples, rows: np.ndarray, stats: FrameIdStats, order: int,
                 low: int, high: int, signed: bool) -> int:
         """The signal's lowest bit. The fit vouches for the bits worth at least an OBD-II step (or twice its
-        RMSE); below those, each next bit must make the signal smoother, which a counter, a checksum or another
-        signal's top bit never does."""
+        RMSE). Below those, the next bit is the signal's when it makes the fit better (it is worth enough to
+        show against the answers) or the signal smoother; a counter, a checksum or another signal's top bit
+        does neither."""
         values = _in_order(samples.payload[rows, stats.column, -1], order)
-        scale, _, rmse = _fit_line(_raw(values, low, high - low + 1, signed).astype(np.float64), samples.y[rows])
-        visible = max(2 * rmse, self.obd_step[quantity])
+        y = samples.y[rows]
+
+        def rmse(bottom: int) -> float:
+            return _fit_line(_raw(values, bottom, high - bottom + 1, signed).astype(np.float64), y)[2]
+
+        scale, _, error = _fit_line(_raw(values, low, high - low + 1, signed).astype(np.float64), y)
+        visible = max(2 * error, self.obd_step[quantity])
         while low < high and abs(scale) < visible:  # the lowest bit is worth |scale|
             low, scale = low + 1, scale * 2
         triples = samples.payload[rows, stats.column]
         varies = (stats.flips > 0)[np.arange(BITS) if order == 0 else _BE_TO_LE]
-        while (low > 0 and high - low + 1 < MAX_LENGTH and varies[low - 1]
-               and _smoother_with(triples, order, low - 1, high, signed)):
+        while low > 0 and high - low + 1 < MAX_LENGTH and varies[low - 1]:
+            if not (rmse(low - 1) < (1 - FIT_GAIN) * rmse(low)
+                    or _smoother_with(triples, order, low - 1, high, signed)):
+                break
             low -= 1
         return low
 

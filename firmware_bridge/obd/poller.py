@@ -156,6 +156,11 @@ class ObdPoller(can.Listener):
         self._thread: threading.Thread | None = None
         self._engine_off_since: float | None = None
         self._silent_warned = False
+        self._not_polled: frozenset[int] = frozenset()
+
+    def stop_polling(self, pid_list) -> None:
+        """Ask for these PIDs no more, from the next request on (the car's own broadcast frames give them)."""
+        self._not_polled = self._not_polled | frozenset(pid_list)
 
     @property
     def pids_per_request(self) -> int:
@@ -343,6 +348,12 @@ class ObdPoller(can.Listener):
         misses = 0
         while not self._stop.is_set():
             now = self.clock.now()
+            for pid in self._not_polled & schedule.due.keys():
+                del schedule.due[pid]
+            if not schedule.due or self._engine_off(now) and pids.SPEED_RPM_PIDS[1] in self._not_polled:
+                if not self._sleep(self.settings.slow_interval_s):  # nothing to ask: the frames say it all
+                    return
+                continue
             if self._engine_off(now):
                 group = [pids.SPEED_RPM_PIDS[1]]
                 if not self._sleep(self.settings.engine_off_probe_s):
