@@ -104,6 +104,11 @@ def test_a_learnt_folder_is_a_car_folder(tmp_path, capsys):
         assert (signal.start, signal.length, signal.byte_order, signal.is_signed, signal.scale, signal.offset) == (
             row["start_bit"], row["length"], row["byte_order"], row["signed"], row["scale"], row["offset"])
         assert f'{quantity} = ["{message.name}.{quantity}"]' in routes
+    assert main(["inspect", str(log), "--vehicle", str(folder), "--format", "json"]) == 0
+    candidates = json.loads(capsys.readouterr().out)["candidates"]
+    for quantity in ("speed_kmh", "engine_rpm"):
+        source = f"{db.get_message_by_frame_id(out['quantities'][quantity]['id']).name}.{quantity}"
+        assert source in [c["source"] for c in candidates[quantity]]
     report = (folder / "REPORT.md").read_text()
     assert "speed_kmh" in report and "confidence" in report.lower()
     table = main(["learn", str(log), "--name", "my-alto", "--out", str(tmp_path / "cars")])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 
-
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("learn", help="find speed, rpm, ... in a car's own broadcast frames from a drive "
                                             "logged with OBD-II polling on, and write its car folder")
