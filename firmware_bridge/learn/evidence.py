@@ -207,27 +207,27 @@ class Evidence:
         return groups
 
     def _snapshot(self, answers, groups) -> None:
-        """For each answer, every ID's three latest payloads at or before it, and the latest one's age."""
-        stats_by_column = {stats.column: (stats, t, values) for stats, t, values, _ in groups}
-        for quantity, (times, y) in answers.items():
-            k = len(times)
-            payload = np.zeros((k, len(self.ids), HISTORY), dtype=np.uint64)
-            age = np.full((k, len(self.ids)), np.inf, dtype=np.float32)
-            for stats in self.ids.values():
-                if stats.column in stats_by_column:
-                    _, t, values = stats_by_column[stats.column]
-                    seq_t = np.concatenate([stats.history_t, t])
-                    seq_v = np.concatenate([stats.history, values])
-                else:
-                    seq_t, seq_v = stats.history_t, stats.history
-                last = np.searchsorted(seq_t, times, side="right") - 1
-                ok = (last >= HISTORY - 1) & np.isfinite(seq_t[np.maximum(last, 0)])
-                ok &= np.isfinite(seq_t[np.maximum(last - HISTORY + 1, 0)])
-                rows = np.flatnonzero(ok)
-                for back in range(HISTORY):
-                    payload[rows, stats.column, HISTORY - 1 - back] = seq_v[last[rows] - back]
-                age[rows, stats.column] = times[rows] - seq_t[last[rows]]
-            self.samples[quantity].add(times, y, payload, age)
+        """For each answer, every ID's three latest payloads at or before it, and the latest one's age (one
+        search per ID for the answers of every quantity at once)."""
+        times = np.concatenate([t for t, _ in answers.values()])
+        payload = np.zeros((len(times), len(self.ids), HISTORY), dtype=np.uint64)
+        age = np.full((len(times), len(self.ids)), np.inf, dtype=np.float32)
+        in_block = {stats.column: (t, values) for stats, t, values, _ in groups}
+        for stats in self.ids.values():
+            seq_t, seq_v = stats.history_t, stats.history
+            if stats.column in in_block:
+                t, values = in_block[stats.column]
+                seq_t, seq_v = np.concatenate([seq_t, t]), np.concatenate([seq_v, values])
+            last = np.searchsorted(seq_t, times, side="right") - 1
+            rows = np.flatnonzero((last >= HISTORY - 1) & np.isfinite(seq_t[np.maximum(last - HISTORY + 1, 0)]))
+            for back in range(HISTORY):
+                payload[rows, stats.column, HISTORY - 1 - back] = seq_v[last[rows] - back]
+            age[rows, stats.column] = times[rows] - seq_t[last[rows]]
+        start = 0
+        for quantity, (t, y) in answers.items():
+            stop = start + len(t)
+            self.samples[quantity].add(t, y, payload[start:stop], age[start:stop])
+            start = stop
 
     @staticmethod
     def _count(stats: FrameIdStats, t: np.ndarray, values: np.ndarray, lengths: np.ndarray) -> None:

@@ -158,12 +158,17 @@ def _score(samples: QuantitySamples, stats: FrameIdStats, rows: np.ndarray, y: n
 
     Returns rows of (order, low, length, signed, r2) for the candidates with R² > 0.2.
     """
-    bits = bit_columns(samples.payload[rows, stats.column, -1]).astype(np.float64)
-    bits -= bits.mean(axis=0)
+    if not stats.flips.any():  # a constant frame carries nothing
+        return np.zeros((0, 5))
+    bits = bit_columns(samples.payload[rows, stats.column, -1]).astype(np.float32)
+    n = len(y)
+    mean = bits.mean(axis=0, dtype=np.float64)
+    # Co-occurrence counts of 0/1 bits are exact in float32; einsum, not BLAS: a 64x64 product is too small
+    # for BLAS threads, which on a busy Pi-class machine cost more than the product itself.
+    cov_bits = np.einsum("ni,nj->ij", bits, bits).astype(np.float64) / n - np.outer(mean, mean)
     yc = y - y.mean()
-    var_y = float(yc @ yc) / len(y)
-    cov_bits = bits.T @ bits / len(y)
-    cov_y = bits.T @ yc / len(y)
+    var_y = float(yc @ yc) / n
+    cov_y = yc @ bits.astype(np.float64) / n
     varying = np.diag(cov_bits) > 0
     weights = 2.0 ** np.arange(MAX_LENGTH)
     diagonal = np.arange(MAX_LENGTH)
