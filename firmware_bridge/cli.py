@@ -186,14 +186,18 @@ def _replay(pipeline, logs, progress: bool | None = None) -> int:
     """Logs read and decoded in blocks (numpy; identical to python-can + cantools, tested), fed in file order."""
     from firmware_bridge.replay import replay_blocks
     from firmware_bridge.sources.frame_blocks import read_blocks
+    from firmware_bridge.sources.gps import read_nmea, split_gps_logs, with_gps
     from firmware_bridge.sources.logs import LogProblems, report_problems
     from firmware_bridge.progress import over_logs, wanted
     from firmware_bridge.watch import BusWatch
 
     problems = LogProblems()
-    blocks = read_blocks(logs, problems)
+    can_logs, nmea_logs = split_gps_logs(logs)
+    blocks = read_blocks(can_logs, problems)
     if progress if progress is not None else wanted():
-        blocks = over_logs(blocks, logs)
+        blocks = over_logs(blocks, can_logs)
+    if nmea_logs:  # GPS fixes put between the CAN frames in time order
+        blocks = with_gps(blocks, read_nmea(nmea_logs, problems, pipeline.gps_counts))
     replay_blocks(pipeline, blocks)
     pipeline.finish()
     report_problems(problems)
@@ -268,7 +272,9 @@ def cmd_decode(args) -> int:
     from firmware_bridge.decode.batch import BatchDecoder
     from firmware_bridge.decode.dbc import load_database
     from firmware_bridge.decode.live import LiveDecoder
+    from firmware_bridge.records import DecodedFrame
     from firmware_bridge.sources.frame_blocks import read_blocks
+    from firmware_bridge.sources.gps import GpsCounts, read_nmea, split_gps_logs, with_gps
     from firmware_bridge.sources.logs import LogProblems, check_logs, report_problems
 
     check_logs(args.logs)
@@ -283,8 +289,9 @@ def cmd_decode(args) -> int:
     batch = BatchDecoder(decoder)
     problems = LogProblems()
     out = sys.stdout
-    for block in read_blocks(args.logs, problems):
-        for frame in batch.frames(block, every_signal=True):
+    can_logs, nmea_logs = split_gps_logs(args.logs)
+    for block in with_gps(read_blocks(can_logs, problems), read_nmea(nmea_logs, problems, GpsCounts())):
+        for frame in [block] if isinstance(block, DecodedFrame) else batch.frames(block, every_signal=True):
             out.write(json_text({"t": frame.t, "id": frame.frame_id, "message": frame.message,
                                   "signals": frame.signals}) + "\n")
     report_problems(problems)

@@ -42,3 +42,10 @@ ENRICHMENT_LAMBDA = 0.88
 
 #: Intake air temperature assumed when neither IAT nor ambient temperature is known, degC (ISO 1585 25 °C).
 DEFAULT_IAT_C = 25.0
+
+# GPS.
+#: Mean Earth radius (IUGG, R1 = (2a + b) / 3 of WGS 84; Moritz, "Geodetic Reference System 1980"), for
+#: great-circle distances between fixes.
+EARTH_MEAN_RADIUS_KM = 6371.0088
+#: km/h per knot (1 international nautical mile = 1852 m): NMEA RMC gives speed over ground in knots.
+KMH_PER_KNOT = 1.852

@@ -19,6 +19,7 @@ from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.decode.live import LiveDecoder
 from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.records import DecodedFrame, Sample
+from firmware_bridge.sources.gps import GpsCounts
 from firmware_bridge.state.vehicle import VehicleState, check_signal_map, load_signal_map
 from firmware_bridge.vehicles import VehicleProfile, load_vehicle
 
@@ -50,6 +51,7 @@ class Pipeline:
         # Frames are decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
         self.decoder: LiveDecoder | FrameDecoder = LiveDecoder(database, self.state.wanted_signals())
         self.tracker = TripTracker(options.settings, self.profile)
+        self.tracker.times = self.state.times
         self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
@@ -58,6 +60,7 @@ class Pipeline:
         self.stretch_listeners: list = []
         self.obd_answers = ObdAnswers()  # multi-frame / multi-PID OBD-II answers -> single-PID frames
         self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
+        self.gps_counts = GpsCounts()  # GPS fixes used and left out (NMEA logs, gpsd, a serial receiver)
         self.bus_bits = 0
 
     def feed(self, msg: can.Message) -> None:
@@ -120,5 +123,7 @@ class Pipeline:
         total = Trip(trips[0].start, self.tracker.settings) if trips else None
         for trip in trips:
             total.absorb(trip)
-        return {"frames": frames, "trips": [t.summary() for t in trips],
-                "total": total.summary() if total else None}
+        stats = {"frames": frames, "trips": [t.summary() for t in trips], "total": total.summary() if total else None}
+        if any(self.gps_counts.as_dict().values()):
+            stats["gps"] = self.gps_counts.as_dict()
+        return stats

@@ -16,6 +16,7 @@ import numpy as np
 from firmware_bridge.analytics.fastforward import FastForward
 from firmware_bridge.decode.batch import BatchDecoder, DecodedBlock
 from firmware_bridge.pipeline import OVERHEAD_BITS_11, OVERHEAD_BITS_29
+from firmware_bridge.records import DecodedFrame
 from firmware_bridge.sources.frame_blocks import FrameBlock
 from firmware_bridge.sources.read_ahead import read_ahead
 from firmware_bridge.state.columns import block_samples, commit
@@ -28,6 +29,10 @@ def replay_blocks(pipeline, blocks: Iterable[FrameBlock]) -> int:
     batch = BatchDecoder(pipeline.decoder, pipeline.obd_answers)
     fast = FastForward(pipeline) if FastForward.usable(pipeline) else None
     for block in read_ahead(blocks):
+        if isinstance(block, DecodedFrame):  # a GPS fix between CAN blocks (sources/gps.py)
+            pipeline.feed_frame(block)
+            pipeline.last_t = block.t
+            continue
         decoded = batch.decode(block, every_signal=bool(pipeline.frame_listeners))
         if fast is None or decoded.one_by_one:
             for frame in decoded.frames():

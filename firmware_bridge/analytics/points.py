@@ -24,7 +24,8 @@ from firmware_bridge.records import DecodedFrame, Point, Sample
 VEHICLE_FIELDS = frozenset(("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
                             "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct",
                             "engine_load_pct", "lambda", "oil_c", "ambient_c", "baro_kpa", "motor_rpm",
-                            "motor_temp_c", "range_km", "accel_pedal_pct", "cell_v_max", "cell_v_min"))
+                            "motor_temp_c", "range_km", "accel_pedal_pct", "cell_v_max", "cell_v_min",
+                            "lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites"))
 
 
 def economy_fields(km_per_l: float | None) -> dict[str, float]:
@@ -51,6 +52,7 @@ def trip_points(trip: Trip, vehicle_id: str) -> list[Point]:
     tid = trip_id(trip)
     fields: dict[str, float | str] = _numbers(summary)
     fields["trip_id"] = tid
+    fields["end_ms"] = trip.end * 1000.0  # the trip's end as a time (dashboards link to the trip's time range)
     if summary["fuel_source"]:
         fields["fuel_source"] = summary["fuel_source"]
     points = [Point("trip", trip.start, fields, tags)]

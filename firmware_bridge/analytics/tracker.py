@@ -35,6 +35,8 @@ class TripTracker:
         self._engine_off_since: float | None = None
         self.latest_fuel_lph: dict[str, float] = {}  # newest estimate per fuel source, for live views
         self.on_event: EventCallback | None = None  # harsh_accel, harsh_brake, gap
+        #: quantity -> time of its newest value (the vehicle state's; a GPS position is fresh or not).
+        self.times: dict[str, float] = {}
 
     @staticmethod
     def _engine_running(values: dict[str, float]) -> bool:
@@ -73,7 +75,10 @@ class TripTracker:
     def _update_engine_off(self, sample: Sample, values: dict[str, float]) -> bool:
         """Track since when the engine has been off with the car standing; True while it is."""
         if sample.quantity in ENGINE_OFF_INPUTS:
-            off = values.get("engine_rpm", 1.0) <= 0 and values.get("speed_kmh", 0.0) < STANDING_BELOW_KMH
+            # A car that tells nothing of its engine but has a GPS (a GPS-only car) is parked when it stands.
+            no_engine_data = "engine_rpm" not in values and "ignition" not in values and "gps_speed_kmh" in values
+            rpm = values.get("engine_rpm", 0.0 if no_engine_data else 1.0)
+            off = rpm <= 0 and values.get("speed_kmh", 0.0) < STANDING_BELOW_KMH
             if not off:
                 self._engine_off_since = None
             elif self._engine_off_since is None:
@@ -84,8 +89,11 @@ class TripTracker:
         q, t = sample.quantity, sample.t
         running = self._engine_running(values)
         if q == "speed_kmh":
-            trip.add_speed(t, sample.value, running)
+            fresh = t - self.times.get("lat", float("-inf")) <= self.settings.max_gap_s
+            trip.add_speed(t, sample.value, running, (values["lat"], values["lon"]) if fresh else None)
             trip.end = t
+        elif q == "lat" and "lon" in values:
+            trip.add_position(sample.value, values["lon"])
         elif q == "odometer_km":
             trip.add_odometer(sample.value)
         elif q == "battery_a" and "battery_v" in values:  # negative current = discharge: power out = -V*I

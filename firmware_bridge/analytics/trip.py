@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from firmware_bridge import constants as k
 from firmware_bridge.analytics.dynamics import Dynamics, EventCallback
 from firmware_bridge.analytics.fuel import FUEL_SOURCES
+from firmware_bridge.sources.gps import great_circle_km
 from firmware_bridge.analytics.settings import (
     SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_of, domain_of)
 from firmware_bridge.vehicles import Catalog
@@ -130,11 +131,18 @@ class Trip:
         self.soc_last_pct: float | None = None
         self.odometer_first_km: float | None = None
         self.odometer_last_km: float | None = None
+        self.start_position: tuple[float, float] | None = None  # (lat, lon) of the first and last GPS fix
+        self.end_position: tuple[float, float] | None = None
+        self.bridged_km = 0.0  # distance across gaps, from the GPS positions at their two ends
+        self._speed_position: tuple[float, float] | None = None  # position at the last speed sample
         self._merged_duration_s: float | None = None  # the total: trips' durations, not the span between
         self._merged_count = 0
 
     # -- feeding ---------------------------------------------------------------------------------------
-    def add_speed(self, t: float, speed_kmh: float, engine_running: bool) -> None:
+    def add_speed(self, t: float, speed_kmh: float, engine_running: bool,
+                  position: tuple[float, float] | None = None) -> None:
+        """``position``: the current GPS fix, if fresh; a gap between two fixes is bridged by the distance
+        between them (a GPS outage or corrupt stretch costs no distance, and never adds a jump)."""
         self.max_speed_kmh = speed_kmh if self.max_speed_kmh is None else max(self.max_speed_kmh, speed_kmh)
         standing = speed_kmh < STANDING_BELOW_KMH
         if standing and not self._standing:
@@ -143,13 +151,27 @@ class Trip:
         self.dynamics.add_speed(t, speed_kmh)
         previous = self.speed.last
         step = self.speed.add(t, speed_kmh)
+        last_position, self._speed_position = self._speed_position, position
         if step is None:
-            if previous is not None and t - previous[0] > self.settings.max_gap_s and self.on_event is not None:
-                self.on_event("gap", previous[0], {"duration_s": float(t - previous[0])})
+            if previous is not None and t - previous[0] > self.settings.max_gap_s:
+                if self.on_event is not None:
+                    self.on_event("gap", previous[0], {"duration_s": float(t - previous[0])})
+                if position is not None and last_position is not None:
+                    km = great_circle_km(*last_position, *position)
+                    self.bridged_km += km
+                    dt = t - previous[0]
+                    self._add_distance(dt, km, km / dt * k.S_PER_H, engine_running)
             return
         dt, area = step
-        km = area / k.S_PER_H
-        mean_kmh = area / dt
+        self._add_distance(dt, area / k.S_PER_H, area / dt, engine_running)
+
+    def add_position(self, lat: float, lon: float) -> None:
+        if self.start_position is None:
+            self.start_position = (lat, lon)
+        self.end_position = (lat, lon)
+
+    def _add_distance(self, dt: float, km: float, mean_kmh: float, engine_running: bool) -> None:
+        """``km`` driven over ``dt`` seconds, attributed to the band and domain of its mean speed."""
         self.distance_km += km
         band, domain = band_of(mean_kmh), domain_of(mean_kmh, self.settings)
         self.band_time_s[band] += dt
@@ -215,6 +237,9 @@ class Trip:
             self.max_speed_kmh = max(self.max_speed_kmh or 0.0, other.max_speed_kmh)
         self.stops += other.stops
         self.speed.gaps += other.speed.gaps
+        self.bridged_km += other.bridged_km
+        self.start_position = self.start_position or other.start_position
+        self.end_position = other.end_position or self.end_position
         for mine, theirs in ((self.band_time_s, other.band_time_s), (self.band_km, other.band_km),
                              (self.domain_time_s, other.domain_time_s), (self.domain_km, other.domain_km)):
             for key, value in theirs.items():
@@ -317,4 +342,9 @@ class Trip:
             "soc_start_pct": self.soc_first_pct,
             "soc_end_pct": self.soc_last_pct,
             "catalog_pct": economy["catalog_pct"],
+            "gap_bridged_km": self.bridged_km,
+            "start_lat": self.start_position[0] if self.start_position else None,
+            "start_lon": self.start_position[1] if self.start_position else None,
+            "end_lat": self.end_position[0] if self.end_position else None,
+            "end_lon": self.end_position[1] if self.end_position else None,
         }

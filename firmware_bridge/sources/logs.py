@@ -21,7 +21,7 @@ import can
 
 from firmware_bridge.errors import InputError
 
-LOG_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".csv")
+LOG_SUFFIXES = (".log", ".asc", ".blf", ".trc", ".csv", ".nmea")  # .nmea: GPS, read by sources/gps.py
 
 #: The latest frame time the agent can store: InfluxDB keeps int64 nanoseconds (to 2262-04-11). A frame stamped
 #: outside 1970..then is a corrupt record, left out and reported like an unreadable line.

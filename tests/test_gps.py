@@ -1,0 +1,94 @@
+"""GPS as a source: NMEA logs alone (a GPS-only kei truck) and beside CAN logs, corrupt and fixless stretches."""
+
+import json
+
+import pytest
+
+from firmware_bridge.sim import write_log
+from firmware_bridge.sim.gps import GpsRoute, nmea_sentence, write_nmea
+
+from conftest import run_cli
+
+OUTAGE = range(300, 320)  # 20 s under a bridge: no fix
+CORRUPT = range(700, 705)  # 5 s of sentences failing their checksum
+
+
+def stats(*args):
+    result = run_cli("stats", *args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+@pytest.fixture(scope="module")
+def gps_only(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gps") / "drive.nmea"
+    truth = write_nmea(path, "wltc-jp", GpsRoute(outage=OUTAGE, corrupt=CORRUPT))
+    return path, truth
+
+
+def test_gps_only_drive_gives_trips_distance_bands_and_domains(gps_only):
+    path, truth = gps_only
+    out, stderr = stats(path, "--vehicle", "gps-only")
+    (trip,) = out["trips"]
+    assert trip["distance_km"] == pytest.approx(truth.route_km, rel=0.01)
+    assert trip["duration_s"] == pytest.approx(1477, abs=2)
+    assert sum(b["distance_km"] for b in trip["speed_bands"].values()) == pytest.approx(trip["distance_km"])
+    domains = trip["speed_domains"]
+    assert sum(d["distance_km"] for d in domains.values()) == pytest.approx(trip["distance_km"])
+    assert domains["urban"]["distance_km"] > 0 and domains["motorway"]["distance_km"] > 0
+    assert trip["max_speed_kmh"] == pytest.approx(97.4, abs=0.1)  # WLTC-H's top speed, from RMC in knots
+    assert trip["rpa_m_s2"] > 0 and trip["fuel_used_l"] is None  # dynamics from GPS; fuel from fill-ups only
+    (lat0, lon0), (lat1, lon1) = truth.positions[0], truth.positions[-1]
+    assert (trip["start_lat"], trip["start_lon"]) == pytest.approx((lat0, lon0), abs=1e-6)
+    assert (trip["end_lat"], trip["end_lon"]) == pytest.approx((lat1, lon1), abs=1e-6)
+    # the fixless and corrupt stretches: counted, left out, bridged by the distance between their ends
+    assert out["gps"] == {"fixes": truth.fixes, "no_fix": len(OUTAGE), "implausible": 0, "corrupt": 3 * len(CORRUPT)}
+    assert out["frames"]["malformed"] == 3 * len(CORRUPT)
+    assert "drive.nmea:2101: not an NMEA sentence (ChecksumError)" in stderr
+    assert trip["gaps"] == 2 and 0.1 < trip["gap_bridged_km"] < 0.5
+
+
+def test_a_position_jump_is_counted_not_driven(tmp_path, gps_only):
+    """A sentence with a valid checksum but a position 100 km off (a receiver glitch) adds no distance."""
+    path, truth = gps_only
+    lines = path.read_text().splitlines(keepends=True)
+    for n in (3 * 900, 3 * 900 + 1):  # the RMC and GGA of one second: latitude 19° -> 18°
+        fields = lines[n][1:lines[n].index("*")].split(",")
+        index = 3 if fields[0].endswith("RMC") else 2
+        fields[index] = "18" + fields[index][2:]
+        lines[n] = nmea_sentence(",".join(fields))
+    bad = tmp_path / "glitch.nmea"
+    bad.write_text("".join(lines))
+    out, _ = stats(bad, "--vehicle", "gps-only")
+    assert out["gps"]["implausible"] == 1
+    assert out["trips"][0]["distance_km"] == pytest.approx(truth.route_km, rel=0.01)
+
+
+def test_car_speed_outranks_gps_and_logs_are_time_aligned(tmp_path):
+    """A CAN log and two NMEA logs of the same drive: distance from the car's speed exactly as without GPS,
+    positions from the GPS, whatever order the files come in."""
+    log = tmp_path / "car.log"
+    write_log(log, "wltc-jp", pid_set="map")
+    car, _ = stats(log)
+    route = tmp_path / "route.nmea"
+    truth = write_nmea(route, "wltc-jp")
+    lines = route.read_text().splitlines(keepends=True)
+    (tmp_path / "a.nmea").write_text("".join(lines[:1800]))
+    (tmp_path / "b.nmea").write_text("".join(lines[1800:]))
+    both, _ = stats(tmp_path / "b.nmea", log, tmp_path / "a.nmea")
+    (trip,), (car_trip,) = both["trips"], car["trips"]
+    assert trip["distance_km"] == car_trip["distance_km"]
+    assert trip["fuel_used_l"] == car_trip["fuel_used_l"]
+    assert (trip["start_lat"], trip["start_lon"]) == pytest.approx(truth.positions[0], abs=1e-6)
+    assert (trip["end_lat"], trip["end_lon"]) == pytest.approx(truth.positions[-1], abs=1e-6)
+    assert both["gps"]["fixes"] == truth.fixes and car_trip["start_lat"] is None
+
+
+def test_decode_lists_gps_fixes_with_can_frames(tmp_path):
+    route = tmp_path / "route.nmea"
+    write_nmea(route, "wltc-jp")
+    result = run_cli("decode", route)
+    assert result.returncode == 0, result.stderr
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["message"] == "GPS" and set(first["signals"]) == {
+        "lat", "lon", "alt_m", "speed_kmh", "heading_deg", "fix", "hdop", "satellites"}
