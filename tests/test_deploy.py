@@ -7,6 +7,7 @@ installer is run for real into a temporary prefix, as an unprivileged user when 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -35,6 +36,7 @@ INSTALLER = DEPLOY / "install-pi.sh"
 SERVER = DEPLOY / "server"
 COMPOSE = SERVER / "docker-compose.yml"
 DBRP_SCRIPT = SERVER / "influxdb-init" / "create-dbrp.sh"
+READ_TOKEN_SCRIPT = SERVER / "influxdb-init" / "grafana-read-token.sh"
 INSTALLED_EXE = "/opt/firmware-bridge/venv/bin/firmware-bridge"
 NOBODY = 65534
 
@@ -165,7 +167,7 @@ def test_default_car_config_loads(monkeypatch):
 # --- the installer -------------------------------------------------------------------------------------------
 
 def test_scripts_pass_shellcheck():
-    result = subprocess.run([tool("shellcheck", "shellcheck"), str(INSTALLER), str(DBRP_SCRIPT)],
+    result = subprocess.run([tool("shellcheck", "shellcheck"), str(INSTALLER), str(DBRP_SCRIPT), str(READ_TOKEN_SCRIPT)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -348,11 +350,19 @@ def test_compose_services_and_their_settings():
     env = grafana["environment"]
     assert env["INFLUX_URL"] == "http://influxdb:8086"
     assert env["INFLUX_BUCKET"] == init["DOCKER_INFLUXDB_INIT_BUCKET"]
-    assert env["INFLUX_TOKEN"] == init["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"]
+    # Grafana never sees the admin token: its INFLUX_TOKEN is the read-only token the init script writes to a
+    # volume both services mount (influxdb read-write, Grafana read-only), exported before Grafana's own start.
+    assert "INFLUX_TOKEN" not in env and "ADMIN_TOKEN" not in json.dumps(grafana)
+    token_file = re.search(r"^out=(\S+)$", READ_TOKEN_SCRIPT.read_text(), flags=re.M).group(1)
+    entrypoint = " ".join(grafana["entrypoint"])
+    assert f'export INFLUX_TOKEN="$$(cat {token_file})" && exec /run.sh' in entrypoint
+    volume_dir = str(Path(token_file).parent)
+    assert f"grafana-token:{volume_dir}" in influx["volumes"]
+    assert f"grafana-token:{volume_dir}:ro" in grafana["volumes"]
     # The provisioned datasource reads its URL and credentials from Grafana's environment.
     datasource = ROOT / "dashboards" / "provisioning" / "datasources" / "influxdb.yaml"
     wanted = set(re.findall(r"\$\{?(INFLUX_[A-Z_]+)", datasource.read_text(encoding="utf-8")))
-    assert wanted and wanted <= set(env), wanted - set(env)
+    assert wanted and wanted <= set(env) | {"INFLUX_TOKEN"}, wanted - set(env)
     provider = yaml.safe_load((ROOT / "dashboards" / "provisioning" / "dashboards" / "firmware-bridge.yaml")
                               .read_text(encoding="utf-8"))
     assert [p["options"]["path"] for p in provider["providers"]] == ["/var/lib/grafana/dashboards"]
@@ -368,6 +378,16 @@ def test_compose_variables_are_documented_in_env_example():
     for name, service in compose()["services"].items():
         for port in service.get("ports", []):
             assert port.startswith(("${", "127.0.0.1:")), (name, port)
+
+
+def test_grafana_read_token_script_makes_a_read_only_token():
+    assert READ_TOKEN_SCRIPT.stat().st_mode & stat.S_IXUSR
+    text = READ_TOKEN_SCRIPT.read_text(encoding="utf-8")
+    assert text.startswith("#!/bin/bash\n") and "set -euo pipefail" in text
+    command = " ".join(text.split("\\\n"))
+    create = re.search(r"influx auth create (.*?)\|", command, flags=re.S).group(1)
+    assert '--read-bucket "${DOCKER_INFLUXDB_INIT_BUCKET_ID}"' in create
+    assert "--write" not in create and "--all-access" not in create and "--operator" not in create
 
 
 def test_dbrp_init_script_runs_in_the_influxdb_image():
