@@ -5,6 +5,7 @@ only what the agent writes; the JSON passes @grafana/schema's TypeScript types (
 
 import json
 import re
+import shutil
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from firmware_bridge.sim.gps import GpsRoute, write_nmea
 from conftest import run_cli
 from grafana_npm import grafana_packages, panel_types, run_check, tsc, typescript_of
 
+VEHICLES = Path(__file__).resolve().parents[1] / "firmware_bridge" / "vehicles"
 DASHBOARDS = sorted((Path(__file__).resolve().parents[1] / "dashboards" / "json").glob("*.json"))
 TAG_KEYS = {"vehicle", "band", "domain", "kind", "message"}
 PETROL, EV, TRUCK = "kei-1", "ev-1", "truck-1"
@@ -70,11 +72,11 @@ def filled(influx, tmp_path_factory):
     write_log(ev_log, "wltc-jp", EvConfig(), broadcast=True, start_time=t0 + DAY_S)
     # the simulated EV broadcasts the i-MiEV's frames; its owner's profile carries a WLTC rating (the Sakura's
     # figures here) so the catalog comparison has something to compare with
-    profile = tmp / "my-ev.toml"
-    profile.write_text('name = "my-ev"\nfuel = "electric"\ndbc = ["mitsubishi_i_miev.dbc"]\n[catalog]\n'
-                       'wltc_wh_per_km = 124\nwltc_low_wh_per_km = 100\nwltc_medium_wh_per_km = 113\n'
-                       'wltc_high_wh_per_km = 142\n')
-    _, result = _replay([ev_log], EV, profile, influx, db, config)
+    car = shutil.copytree(VEHICLES / "mitsubishi-i-miev", tmp / "my-ev")
+    with open(car / "profile.toml", "a", encoding="utf-8") as profile:
+        profile.write("wltc_wh_per_km = 124\nwltc_low_wh_per_km = 100\nwltc_medium_wh_per_km = 113\n"
+                      "wltc_high_wh_per_km = 142\n")  # appended to its [catalog] table
+    _, result = _replay([ev_log], EV, car, influx, db, config)
     assert result.returncode == 0, result.stderr
     truck = tmp / "truck.nmea"
     write_nmea(truck, "wltc-jp", GpsRoute(lat=19.72, lon=-155.08), start_time=t0 + 2 * DAY_S)
