@@ -212,40 +212,40 @@ def trips() -> dict:
     lay = Layout()
     lay.add(trip_table("Trips (economy in $unit, cost in $currency)", TRIP_NUMBERS, TRIP_COLUMNS,
                        "One row per trip: click a trip to open its details."), 24, 10)
-    for title, field, unit, decimals in (("Trip distance", "distance_km", "lengthkm", 1),
-                                         ("Trip fuel", "fuel_used_l", "litre", 2),
-                                         ("Trip economy ($unit)", "economy_$unit", None, 1),
-                                         ("Trip duration", "duration_s", "s", 0), ("Trip CO₂", "co2_kg", "masskg", 2),
-                                         ("Trip max speed", "max_speed_kmh", "velocitykmh", 0)):
+    trip_numbers(lay, [("Trip distance", "distance_km", "lengthkm", 1), ("Trip fuel", "fuel_used_l", "litre", 2),
+                       ("Trip economy ($unit)", "economy_$unit", None, 1), ("Trip duration", "duration_s", "s", 0),
+                       ("Trip CO₂", "co2_kg", "masskg", 2), ("Trip max speed", "max_speed_kmh", "velocitykmh", 0)])
+    bands_and_domains(lay)
+    return dashboard("fb-trips", "Kei trips", lay, ["vehicle", "unit", "currency", "trip"],
+                     description="Every trip; a trip's row opens its details.")
+
+
+def trip_numbers(lay: Layout, rows: list[tuple[str, str, str | None, int]]) -> None:
+    """Stats of the picked trip: (title, trip field, unit, decimals) each."""
+    for title, field, unit, decimals in rows:
         lay.add(stat(title, [f'SELECT last("{field}") FROM "trip" {THIS_TRIP}'], unit, decimals=decimals), 4, 4)
+
+
+def bands_and_domains(lay: Layout) -> None:
+    """The picked trip's time per speed band and economy per speed domain."""
     lay.add(panel("barchart", "This trip: time per speed band",
                   [f'SELECT last("time_s") / 60 AS "minutes" FROM "speed_band" {THIS_TRIP} GROUP BY "band"'],
                   "m", result="table", decimals=1), 12)
     lay.add(panel("barchart", "This trip: economy per speed domain ($unit)",
                   [f'SELECT last("economy_$unit") AS "economy" FROM "speed_domain" {THIS_TRIP} GROUP BY "domain"'],
                   result="table", decimals=1), 12)
-    return dashboard("fb-trips", "Kei trips", lay, ["vehicle", "unit", "currency", "trip"],
-                     description="Every trip; a trip's row opens its details.")
 
 
 def trip_details() -> dict:
     lay = Layout()
-    for title, field, unit, decimals in (("Distance", "distance_km", "lengthkm", 2), ("Fuel", "fuel_used_l", "litre", 2),
-                                         ("Economy ($unit)", "economy_$unit", None, 1), ("Duration", "duration_s", "s", 0),
-                                         ("Mean speed", "mean_speed_kmh", "velocitykmh", 0),
-                                         ("Max speed", "max_speed_kmh", "velocitykmh", 0)):
-        lay.add(stat(title, [f'SELECT last("{field}") FROM "trip" {THIS_TRIP}'], unit, decimals=decimals), 4, 4)
+    trip_numbers(lay, [("Distance", "distance_km", "lengthkm", 2), ("Fuel", "fuel_used_l", "litre", 2),
+                       ("Economy ($unit)", "economy_$unit", None, 1), ("Duration", "duration_s", "s", 0),
+                       ("Mean speed", "mean_speed_kmh", "velocitykmh", 0), ("Max speed", "max_speed_kmh", "velocitykmh", 0)])
     lay.add(panel("timeseries", "Speed", [series("speed_kmh")], "velocitykmh"), 12)
-    lay.add(geomap("Route", [f'SELECT "lat", "lon", "speed_kmh" FROM "vehicle" {WHERE}'],
-                   [route_markers("Route")], "fit"), 12)
+    lay.add(geomap("Route", [f'SELECT "lat", "lon", "speed_kmh" FROM "vehicle" {WHERE}'], [markers("Route", 3)]), 12)
     lay.add(panel("timeseries", "Fuel rate", [series("fuel_rate_lph")], "litreh"), 12)
     lay.add(panel("timeseries", "Engine speed", [series("engine_rpm")], "rotrpm"), 12)
-    lay.add(panel("barchart", "Time per speed band",
-                  [f'SELECT last("time_s") / 60 AS "minutes" FROM "speed_band" {THIS_TRIP} GROUP BY "band"'],
-                  "m", result="table", decimals=1), 12)
-    lay.add(panel("barchart", "Economy per speed domain ($unit)",
-                  [f'SELECT last("economy_$unit") AS "economy" FROM "speed_domain" {THIS_TRIP} GROUP BY "domain"'],
-                  result="table", decimals=1), 12)
+    bands_and_domains(lay)
     return dashboard("fb-trip", "Kei trip details", lay, ["vehicle", "unit", "trip"], time_from="now-24h",
                      description="One trip: opened from a trip list (its time range is the trip's).")
 
@@ -374,10 +374,6 @@ def markers(name: str, size: int = 4, field: str = "speed_kmh") -> dict:
         "showLegend": True, "style": {"size": {"fixed": size}, "color": {"field": field, "fixed": "dark-green"},
                                       "opacity": 0.8}},
         "location": {"mode": "coords", "latitude": "lat", "longitude": "lon"}, "tooltip": True}
-
-
-def route_markers(name: str) -> dict:
-    return markers(name, size=3)
 
 
 def geomap(title: str, queries: list[str], layers: list[dict], view: str = "fit", **kw) -> dict:
