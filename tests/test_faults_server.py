@@ -75,6 +75,8 @@ def test_missing_database_exits_1_keeps_the_spool_and_flush_delivers_later(tmp_p
     s = status(tmp_path)
     assert s["pending_points"] == produced(tmp_path) and s["dead_letters"]["count"] == 0  # intact
     assert s["oldest_point"].startswith("2026-04-01T09:00")
+    table = spool("status", influx.url, db, tmp_path).stdout
+    assert f"pending: {produced(tmp_path)} points" in table and "dead letters: 0" in table
     result = spool("flush", influx.url, db, tmp_path)  # still missing: 1, with the reason
     assert result.returncode == 1 and "404" in result.stderr
     influx.create_database(db)
