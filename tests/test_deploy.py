@@ -156,7 +156,7 @@ def test_config_txt_snippet_enables_the_mcp2515():
 
 def test_default_car_config_loads(monkeypatch):
     config = load_config(PI / "agent.toml")
-    assert config["bus"] == {"interface": "socketcan", "channel": "can0", "bitrate": 500000}
+    assert config["bus"] == {"interface": "socketcan", "channel": "can0", "bitrate": 500000, "silence_warn_s": 30.0}
     assert config["obd"]["enabled"] is False
     assert config["influx"]["url"] is None        # INFLUX_URL from /etc/firmware-bridge/env
     assert config["spool"]["path"] is None        # so the spool goes to the unit's StateDirectory
