@@ -42,8 +42,8 @@ def test_an_empty_log(tmp_path):
     assert "empty.log: no CAN frames in it" in line
 
 
-def test_a_good_log_says_nothing(tmp_path):
-    write_log(tmp_path / "drive.log", obd_drive([0, 10, 20, 10, 0]))
+def test_a_good_log_says_nothing(tmp_path, trapezoid_drive):
+    write_log(tmp_path / "drive.log", obd_drive(trapezoid_drive))
     assert warnings(run_cli("stats", tmp_path / "drive.log")) == []
 
 
