@@ -127,3 +127,41 @@ def test_silence_is_a_warning_naming_what_it_usually_means(caplog):
     assert len(warnings) == 1  # WARNING (seen under systemd), once per silence, not at every probe
     message = warnings[0].getMessage()
     assert "no answer" in message and "asleep" in message and "protocol" in message
+
+
+def test_one_id_rule_for_every_user():
+    import numpy as np
+
+    from firmware_bridge.decode.decoder import _obd_alias
+    from firmware_bridge.obd import ids
+    from firmware_bridge.sources.bus import bus_filters
+    from firmware_bridge.decode.dbc import load_database
+
+    candidates = [(i, False) for i in range(0x7D0, 0x800)] + [
+        (0x18DA00F1 | e << 8, True) for e in range(256)] + [(0x18DAF100 | e, True) for e in range(256)] + [
+        (0x18DB33F1, True), (0x18DB33F2, True), (0x18DAF1, True), (0x7E8, True)]
+    frame_ids = np.array([c[0] for c in candidates], dtype=np.uint32)
+    extended = np.array([c[1] for c in candidates])
+    mask = ids.response_mask(frame_ids, extended)
+    filters = [f for f in bus_filters(load_database()) if f["can_id"] in (0x7E8, 0x18DAF100)]
+    for (frame_id, ext), masked in zip(candidates, mask.tolist()):
+        response = ids.is_response(frame_id, ext)
+        assert masked == response  # the batch decoder's columns
+        assert (_obd_alias(frame_id, ext) == 0x7E8) == response  # the frame decoder's alias
+        assert response == any(f["extended"] == ext and frame_id & f["can_mask"] == f["can_id"] for f in filters)
+        expected_request = (frame_id in ALLOWED_29BIT) if ext else (frame_id in ALLOWED_11BIT)
+        assert ids.is_request(frame_id, ext) == expected_request
+        if response and frame_id != 0x18DAF1F1:  # flow control goes to the physical ID of the ECU that answered
+            assert ids.is_request(ids.response_to_physical_request(frame_id, ext), ext)
+
+
+def test_a_first_frame_from_the_testers_own_address_gets_no_flow_control():
+    bus = can.Bus(interface="virtual", channel="safety-f1")
+    listener = can.Bus(interface="virtual", channel="safety-f1")
+    poller = ObdPoller(bus, PollSettings())
+    poller._waiting = frozenset({0x0C})  # as while a request waits for its answer
+    poller.on_message_received(can.Message(arbitration_id=0x18DAF1F1, is_extended_id=True,
+                                           data=[0x10, 0x14, 0x49, 0x02, 0x01, 0x41, 0x42, 0x43]))
+    assert listener.recv(0.1) is None and poller.frames_sent == 0
+    bus.shutdown()
+    listener.shutdown()

@@ -1,6 +1,6 @@
 """Every OBD-II transport gives the same answers: a real K-line car (the 2008 Suzuki Jimny's recorded adapter
-transcript, served by a fake adapter) read by `dtc` and `run --obd` as python-OBD reads it; ISO 9141-2 and
-ISO 14230-4 header formats decoding to the same speed and rpm as CAN; headerless lines never taken as frames;
+transcript, served by a fake adapter) read by `dtc` and `run --obd` as python-OBD reads it; ISO 9141-2,
+ISO 14230-4 and SAE J1850 header formats decoding to the same speed and rpm as CAN; headerless lines never taken as frames;
 29-bit CAN giving the same trip figures as 11-bit; and `dtc` against the third-party ELM327-emulator agreeing
 with python-OBD on trouble codes and VIN."""
 
@@ -89,14 +89,16 @@ def test_jimny_run_obd_writes_its_rpm_and_coolant(jimny, tmp_path):
 
 
 def kline_answer(payload: bytes, protocol: str, ecu: int = 0x10) -> str:
-    """The simulator's answer as the K-line ECU sends it: ISO 9141-2 `48 6B <ecu>` or KWP `8L F1 <ecu>`,
-    then the data and the checksum."""
-    header = bytes((0x48, 0x6B, ecu)) if protocol == "3" else bytes((0x80 | len(payload), 0xF1, ecu))
-    body = header + payload
-    return (body + bytes((sum(body) & 0xFF,))).hex().upper()
+    """The simulator's answer as a K-line or J1850 ECU sends it: ISO 9141-2 and J1850 VPW `48 6B <ecu>`, KWP
+    `8L F1 <ecu>`, J1850 PWM `41 6B <ecu>`; then the data and the checksum (J1850: its CRC-8)."""
+    header = {"1": (0x41, 0x6B, ecu), "2": (0x48, 0x6B, ecu), "3": (0x48, 0x6B, ecu)}.get(
+        protocol, (0x80 | len(payload), 0xF1, ecu))
+    body = bytes(header) + payload
+    check = crc_j1850(body) if protocol in "12" else sum(body) & 0xFF
+    return (body + bytes((check,))).hex().upper()
 
 
-@pytest.mark.parametrize("protocol", ["3", "5"])
+@pytest.mark.parametrize("protocol", ["3", "4", "5", "2"])  # ISO 9141-2, KWP 5-baud and fast init, J1850 VPW
 def test_kline_header_formats_give_the_can_speed_and_rpm(protocol):
     cycle = load_cycle("wltc-jp")
     can_ecu = ObdResponder(KeiCar(CarConfig(), cycle), "map")

@@ -60,15 +60,6 @@ def response_to_physical_request(frame_id: int, is_extended: bool) -> int:
     return frame_id - PHYSICAL_TO_RESPONSE_11BIT
 
 
-def response_to(request_id: int) -> tuple[int, bool] | None:
-    """The answer ID a physical request gets back ((0x7E8, False) for 0x7E0), None for a functional one."""
-    if request_id in PHYSICAL_11BIT:
-        return request_id + PHYSICAL_TO_RESPONSE_11BIT, False
-    if is_extended_request(request_id) and request_id != FUNCTIONAL_29BIT:
-        return RESPONSE_29BIT_BASE | (request_id >> 8) & 0xFF, True
-    return None
-
-
 def ecu_response_id(ecu_address: int) -> int:
     """The 29-bit answer ID of the ECU at `ecu_address` (0x10 -> 0x18DAF110)."""
     return RESPONSE_29BIT_BASE | ecu_address & 0xFF

@@ -220,8 +220,9 @@ class ObdPoller(can.Listener):
 
     def _send(self, msg: can.Message) -> bool:
         """Send one frame, OBD-II request IDs only; each frame takes one slot of the cap."""
-        if not ids.is_request(msg.arbitration_id, msg.is_extended_id):  # never: IDs come from checked settings
-            raise ValueError(f"refusing to send on 0x{msg.arbitration_id:X}: not an OBD-II request ID")
+        if not ids.is_request(msg.arbitration_id, msg.is_extended_id):  # e.g. flow control for a frame from F1
+            log.warning("OBD-II: not sending on 0x%X: not an OBD-II request ID", msg.arbitration_id)
+            return False
         with self._send_lock:
             now = self.clock.now()
             self._next_send_t = max(self._next_send_t, now) + 1.0 / self.max_requests_per_s
