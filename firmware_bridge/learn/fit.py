@@ -360,7 +360,8 @@ class Learner:
         if signed:
             return [high]
         perm = np.arange(BITS) if order == 0 else _BE_TO_LE
-        constant, one = (stats.flips == 0)[perm], (stats.ones > 0)[perm]
+        in_frame = perm < 8 * max(stats.max_length, 1)  # a frame shorter than 8 bytes ends where it ends
+        constant, one = (stats.flips == 0)[perm] & in_frame, (stats.ones > 0)[perm]
         values = _in_order(samples.payload[rows, stats.column, -1], order)
 
         def zeros_up(top: int) -> int:

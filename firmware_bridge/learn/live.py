@@ -1,7 +1,8 @@
 """Learning while `run` polls: the same evidence from the live bus, then the car read from its own frames.
 
 The learner listens beside the pipeline (frames gathered into blocks, as a log is read). Every `check_s` of car
-time a fit runs on a copy of the evidence in a worker thread, so the bus thread never waits for it. Once speed
+time a fit runs on a copy of the evidence in a worker thread, so the bus thread never waits for it (on a
+simulated clock, where nothing waits for the wall, it runs in line: `background=False`). Once speed
 and rpm are found with high confidence, the car folder is written to the state directory, one line says so,
 and at the next tick (under the pipeline's lock) the running pipeline takes the learnt signals ahead of OBD-II;
 with `go_passive` the poller stops asking for them.
@@ -58,9 +59,10 @@ class LiveLearner(can.Listener):
     """Gathers the evidence from the bus; `tick()` (under the pipeline's lock) applies what was learnt."""
 
     def __init__(self, pipeline, folder_root: Path, name: str, go_passive: bool = False, poller=None,
-                 check_s: float = 30.0, say: Callable[[str], None] = print) -> None:
+                 check_s: float = 30.0, say: Callable[[str], None] = print, background: bool = True) -> None:
         self.pipeline, self.folder_root, self.name = pipeline, Path(folder_root), name
         self.go_passive, self.poller, self.check_s, self.say = go_passive, poller, check_s, say
+        self.background = background
         self.evidence = Evidence()
         self.learnt: list[Finding] | None = None
         self.folder: Path | None = None
@@ -88,6 +90,9 @@ class LiveLearner(can.Listener):
         if now < self._next_check_t or (self._worker is not None and self._worker.is_alive()):
             return
         self._next_check_t = now + self.check_s
+        if not self.background:
+            self._check(self.evidence)
+            return
         snapshot = copy.copy(self.evidence)
         snapshot.ids = copy.deepcopy(self.evidence.ids)
         snapshot.samples = copy.deepcopy(self.evidence.samples)
