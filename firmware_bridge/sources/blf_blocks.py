@@ -5,12 +5,12 @@ CAN_MESSAGE (object header v1 + the message). A container made only of those is 
 any other container (CAN FD, error frames, other object types, odd alignment) is parsed by python-can's own
 ``BLFReader._parse_data``, so what python-can would return, this returns: the same frames, timestamps (its
 Decimal arithmetic equals one IEEE division here, checked by the replay tests), the same handling of objects cut
-across containers, and the same errors on a damaged file.
+across containers, and the same errors on a damaged file. That reuse of python-can's internals is limited to the
+releases it was checked against (:data:`CHECKED_PYTHON_CAN`); with any other, BLF is read by ``BLFReader`` alone.
 """
 
 from __future__ import annotations
 
-import gzip
 import struct
 import zlib
 from collections.abc import Iterator
@@ -21,7 +21,11 @@ import numpy as np
 from can.io import blf
 
 from firmware_bridge.sources.frame_blocks import _EXACT_INT, BLOCK_FRAMES, FrameBlock, block_of_messages, join_blocks
-from firmware_bridge.sources.logs import LogProblems, report_unreadable
+from firmware_bridge.sources.logs import LogProblems, open_log, report_unreadable
+
+#: python-can releases whose BLF internals this reader was checked against (frames and times equal to
+#: ``can.BLFReader``'s, tests/test_log_formats.py).
+CHECKED_PYTHON_CAN = ("4.4.", "4.5.", "4.6.")
 
 #: Object header (base + v1) and CAN_MESSAGE, as laid out in the file (little-endian, packed).
 _CAN_OBJECT = np.dtype([("signature", "S4"), ("header_size", "<u2"), ("header_version", "<u2"),
@@ -99,11 +103,22 @@ def _containers(f) -> Iterator[tuple[bytes, float]]:
             blf.LOG.warning("Unknown compression method (%d)", method)
 
 
+def blf_messages(path: Path, problems: LogProblems) -> Iterator[can.Message]:
+    """python-can's own reader (the reference, and the path for unchecked python-can releases)."""
+    with open_log(path) as f:
+        yield from can.BLFReader(f)
+
+
 def blf_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
     """Every frame of a .blf (or .blf.gz) file in blocks; a damaged file is reported after its readable frames."""
+    if not can.__version__.startswith(CHECKED_PYTHON_CAN):
+        from firmware_bridge.sources.frame_blocks import message_blocks
+
+        yield from message_blocks(path, problems)
+        return
     count, pending = 0, []
     try:
-        with (gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")) as f:
+        with open_log(path) as f:
             tail = b""
             for data, start_timestamp in _containers(f):
                 data = tail + data if tail else data

@@ -2,15 +2,14 @@
 
 A year of driving is tens of millions of frames; python-can's readers build a ``can.Message`` per frame (about
 5 µs each). Here a candump file is read in blocks of a few MB; lines of the usual ``candump -L`` shape are
-checked and parsed column-wise (lines of one length and layout at a time), and anything else goes through the
-same regular expression and python-can parser as :mod:`firmware_bridge.sources.logs`, so odd-but-valid lines
-still count and corrupt lines are reported with file and line exactly as before. Other formats (BLF, ASC, TRC,
-CSV) are read by python-can and packed into the same blocks. Memory stays bounded by the block size.
+checked and parsed column-wise (lines of one length and layout at a time), and every other line goes through
+:func:`firmware_bridge.sources.candump.parse_line`, so odd-but-valid lines (CAN FD, no interface column) still
+count and bad lines are reported with file and line. Formats without a block reader of their own are read as
+python-can records and packed into the same blocks. Memory stays bounded by the block size.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
@@ -19,22 +18,24 @@ from pathlib import Path
 import can
 import numpy as np
 
+from firmware_bridge.sources.candump import CAN_ERR_BUSERROR, CAN_ERR_FLAG, ID_MASK, LineError, parse_line
 from firmware_bridge.sources.logs import (
-    _CANDUMP_LINE, LATEST_FRAME_T, LogProblems, check_logs, log_format, read_logs, report_unreadable,
-    time_out_of_range)
+    MAX_DATA_BYTES, MAX_LINE_BYTES, LogProblems, file_messages, in_time_order, log_format, open_log, python_can_warnings,
+    LATEST_FRAME_T, report_unreadable, time_out_of_range)
 
 BLOCK_BYTES = 2**20  # about 22k lines: RSS stays low and flat (benchmarks/bench_memory.py), numpy calls stay big
 BLOCK_FRAMES = 22528  # for formats python-can reads, and BLF: about as many frames as BLOCK_BYTES of candump
-CAN_ERR_FLAG, CAN_ERR_BUSERROR, ID_MASK = 0x20000000, 0x00000080, 0x1FFFFFFF
 #: Largest integer a double holds exactly: timestamps with more digits take the python-can path.
 _EXACT_INT = 2**53
 
+NEWLINE = b"\n"
 _HEX = np.full(256, 255, dtype=np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _HEX[_c] = _i
     _HEX[ord(chr(_c).upper())] = _i
 #: "(1712345678.123456) can0 7E8#04410C1F40555555" with an optional " R"/" T": the shape candump -L writes.
-_USUAL = re.compile(rb"\((\d+)\.(\d+)\) (\S+) ([0-9A-Fa-f]{1,8})#((?:[0-9A-Fa-f]{2})*)( [RrTt])?")
+_USUAL = re.compile(rb"\((\d+)\.(\d+)\) (\S+) ([0-9A-Fa-f]{1,8})#((?:[0-9A-Fa-f]{2}){0,%d})( [RrTt])?"
+                    % MAX_DATA_BYTES)
 
 
 @dataclass
@@ -190,20 +191,24 @@ def _parse_chunk(chunk: bytes, first_line: int, path: Path, problems: LogProblem
 
 
 def _other_lines(chunk: bytes, starts, ends, rows, first_line: int, path: Path, problems: LogProblems):
-    """Lines of another shape: the checked python-can path, line by line, in line order."""
-    good_rows, good_lines = [], []
+    """Lines of another shape (CAN FD, no interface column, odd spacing): parsed one by one, in line order;
+    each bad line counted with its number."""
+    good_rows, good = [], []
     for row in rows.tolist():
+        if ends[row] - starts[row] > MAX_LINE_BYTES:
+            problems.add(f"{path}:{first_line + row}",
+                         f"line of {ends[row] - starts[row]} bytes skipped (longer than {MAX_LINE_BYTES})")
+            continue
         text = chunk[starts[row]:ends[row]].decode("ascii", errors="replace").strip()
         if not text:
             continue
-        if _CANDUMP_LINE.fullmatch(text):
-            good_rows.append(row)
-            good_lines.append(text)
-        else:
-            problems.add(f"{path}:{first_line + row}", f"not a candump line: {text[:60]!r}")
-    if not good_lines:
-        return []
-    return [(np.array(good_rows), block_of_messages(list(can.CanutilsLogReader(_Lines(good_lines)))))]
+        try:
+            good.append(parse_line(text))
+        except (LineError, ValueError) as exc:
+            problems.add(f"{path}:{first_line + row}", str(exc))
+            continue
+        good_rows.append(row)
+    return [(np.array(good_rows), block_of_messages(good))] if good else []
 
 
 def _read_chunk(f, size: int) -> tuple[bytes, Exception | None]:
@@ -222,18 +227,30 @@ def _read_chunk(f, size: int) -> tuple[bytes, Exception | None]:
     return b"".join(pieces), None
 
 
-def _candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
-    opener = gzip.open if path.suffix.lower() == ".gz" else open
-    line, count, rest = 1, 0, b""
+def candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
+    """A candump log in blocks of about :data:`BLOCK_BYTES`; a line longer than :data:`MAX_LINE_BYTES` is
+    counted and dropped as it streams past, never gathered whole."""
+    line, count, rest, skipping = 1, 0, b"", False
     try:
-        with opener(path, "rb") as f:
+        with open_log(path) as f:
             while True:
                 chunk, failure = _read_chunk(f, BLOCK_BYTES)
+                at_end = not chunk and failure is None
+                if skipping:  # the rest of an over-long line
+                    end = chunk.find(b"\n")
+                    if end < 0:
+                        chunk = b""
+                    else:
+                        chunk, skipping, line = chunk[end + 1:], False, line + 1
                 data = rest + chunk
-                if not chunk and failure is None and data and not data.endswith(b"\n"):
+                if at_end and data and not data.endswith(b"\n"):
                     data += b"\n"  # the last line, without its newline
                 cut = data.rfind(b"\n") + 1
                 data, rest = data[:cut], data[cut:]
+                if len(rest) > MAX_LINE_BYTES:
+                    problems.add(f"{path}:{line + data.count(NEWLINE)}",
+                                 f"line of more than {MAX_LINE_BYTES} bytes skipped")
+                    rest, skipping = b"", True
                 if data:
                     block = _parse_chunk(data, line, path, problems)
                     line += data.count(b"\n")
@@ -244,15 +261,19 @@ def _candump_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
                         yield block
                 if failure is not None:
                     raise failure
-                if not chunk:
+                if at_end:
                     return
     except Exception as exc:  # noqa: BLE001 - reported as read_logs reports it
         report_unreadable(problems, path, count, exc)
 
 
-def _python_can_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
+def message_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
+    """A format read as python-can records, packed into blocks of :data:`BLOCK_FRAMES`."""
     batch: list[can.Message] = []
-    for msg in read_logs([path], problems):
+    for msg in file_messages(path, problems):
+        if msg.data is not None and len(msg.data) > MAX_DATA_BYTES:
+            problems.add(str(path), f"frame of {len(msg.data)} data bytes (a CAN frame has at most {MAX_DATA_BYTES})")
+            continue
         batch.append(msg)
         if len(batch) == BLOCK_FRAMES:
             yield block_of_messages(batch)
@@ -262,28 +283,32 @@ def _python_can_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock
 
 
 def read_blocks(paths: Iterable[str | Path], problems: LogProblems) -> Iterator[FrameBlock]:
-    """Every frame of every log, in file order, as blocks; unreadable parts counted in ``problems``."""
-    from firmware_bridge.sources.blf_blocks import blf_blocks  # it builds on this module's blocks
-
-    for path in check_logs(paths):
+    """Every frame of every log as blocks, logs in time order; unreadable parts counted in ``problems``."""
+    for path in in_time_order(paths):
         fmt = log_format(path)
-        if fmt == ".log":
-            yield from _in_time_range(path, _candump_blocks(path, problems), problems)
-        elif fmt == ".blf":
-            yield from _in_time_range(path, blf_blocks(path, problems), problems)
-        else:
-            yield from _python_can_blocks(path, problems)  # read_logs leaves out frames out of range
+        if fmt.blocks is None:
+            yield from _checked(path, message_blocks(path, problems), problems)
+            continue
+        with python_can_warnings(problems, path):  # (message_blocks catches them itself)
+            yield from _checked(path, fmt.reader("blocks")(path, problems), problems)
 
 
-def _in_time_range(path: Path, blocks: Iterable[FrameBlock], problems: LogProblems) -> Iterator[FrameBlock]:
-    """Frames whose time cannot be stored left out and reported, as :func:`read_logs` does."""
-    count = 0
+def _checked(path: Path, blocks: Iterable[FrameBlock], problems: LogProblems) -> Iterator[FrameBlock]:
+    """Frames whose time cannot be stored left out and reported, and times going backwards reported (frame
+    numbers counted from 1 in the file), as :class:`TimeCheck` does frame by frame."""
+    count, last_t = 0, None
     for block in blocks:
         bad = ~((block.t >= 0.0) & (block.t <= LATEST_FRAME_T))
+        numbers = np.arange(count + 1, count + 1 + len(block))
         for row in np.flatnonzero(bad).tolist():
             problems.add(str(path), time_out_of_range(count + row + 1, float(block.t[row])))
         count += len(block)
         if bad.any():
-            block = block.select(~bad)
-        if len(block):
-            yield block
+            block, numbers = block.select(~bad), numbers[~bad]
+        if not len(block):
+            continue
+        before = np.concatenate(([block.t[0] if last_t is None else last_t], block.t[:-1]))
+        for row in np.flatnonzero(block.t < before).tolist():
+            problems.time_back(path, int(numbers[row]), float(before[row]), float(block.t[row]))
+        last_t = float(block.t[-1])
+        yield block
