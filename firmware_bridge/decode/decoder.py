@@ -48,6 +48,9 @@ class FrameDecoder:
         self.db = db
         self.counts = FrameCounts()
         self._by_key: dict[tuple[int, bool], cantools.database.Message | None] = {}
+        # A standard and an extended frame with the same number are different frames (cantools' own lookup
+        # by number alone would let one shadow the other); later messages win, as in cantools.
+        self._by_id = {(m.frame_id, m.is_extended_frame): m for m in db.messages}
 
     def message_for(self, frame_id: int, is_extended: bool) -> cantools.database.Message | None:
         key = (frame_id, is_extended)
@@ -55,18 +58,12 @@ class FrameDecoder:
             return self._by_key[key]
         except KeyError:
             pass
-        message = self._lookup(frame_id)
+        message = self._by_id.get(key)
         if message is None:
             alias = _obd_alias(frame_id, is_extended)
-            message = None if alias is None else self._lookup(alias)
+            message = None if alias is None else self._by_id.get((alias, False))
         self._by_key[key] = message
         return message
-
-    def _lookup(self, frame_id: int) -> cantools.database.Message | None:
-        try:
-            return self.db.get_message_by_frame_id(frame_id)
-        except KeyError:
-            return None
 
     def decode(self, msg: can.Message) -> DecodedFrame | None:
         """The decoded frame, or None (counted as unknown or malformed)."""

@@ -88,10 +88,8 @@ class SignalLayout:
             return raw.astype(_UINT_DTYPES[self.float_bits]).view(_FLOAT_DTYPES[self.float_bits]).astype(np.float64)
         if not self.signed:
             return raw
-        if self.length == 64:
-            return raw.view(np.int64)
-        signed = raw.astype(np.int64)
-        return np.where(signed >= 1 << (self.length - 1), signed - (1 << self.length), signed)
+        spare = np.uint64(64 - self.length)  # sign-extend: the sign bit moved to bit 63 and shifted back
+        return (raw << spare).view(np.int64) >> np.int64(64 - self.length)
 
     def values(self, bits: "FrameBits") -> np.ndarray | list:
         """Physical values of every frame: a numpy array, or Python numbers where int64 could overflow."""
