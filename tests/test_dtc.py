@@ -223,3 +223,19 @@ def test_the_live_view_shows_the_codes():
     view.notes["dtc"] = watch.summary  # what run and demo do on every tick
     view.update(force=True)
     assert stream.getvalue().rstrip().endswith("| MIL ON: P0115")
+
+
+def test_diagnostics_that_fail_never_stop_the_polling(tmp_path):
+    from livedrive import live_drive
+
+    calls = []
+
+    def broken(poller):
+        calls.append(poller.clock.now())
+        raise ValueError("an answer nobody can read")
+
+    drive = live_drive(Cycle("cruise", tuple([0.0] * 5 + [30.0] * 60 + [0.0] * 5)), "map",
+                       poller_options={"diagnostics": broken, "diagnostics_interval_s": 20.0})
+    assert len(calls) >= 3  # tried again at every interval
+    [trip] = drive.pipeline.stats()["trips"]
+    assert trip["distance_km"] == pytest.approx(drive.truth.distance_km, rel=0.03)

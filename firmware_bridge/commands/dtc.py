@@ -47,7 +47,7 @@ def run(args, config: dict) -> int:
     try:
         print(f"dtc: asking the ECUs on {bus_options['interface']}:{bus_options['channel']} "
               f"(this command transmits OBD-II requests to 0x{settings.request_id:X}, at most "
-              f"{poller.max_requests_per_s:g}/s)", file=sys.stderr)
+              f"{poller.max_requests_per_s:g}/s, fewer on K-line)", file=sys.stderr)
         if args.clear:
             print(f"dtc: warning: {CLEAR_WARNING}", file=sys.stderr)
             cleared = diagnostics.clear_codes(poller.exchange)

@@ -388,7 +388,10 @@ class ObdPoller(can.Listener):
         now = self.clock.now()
         if self.diagnostics is not None and now >= self._next_diagnostics_t:
             self._next_diagnostics_t = now + self.diagnostics_interval_s
-            self.diagnostics(self)
+            try:
+                self.diagnostics(self)
+            except Exception:  # noqa: BLE001 - an answer we cannot read must not stop the polling
+                log.warning("OBD-II: diagnostics not read this time", exc_info=True)
 
     def _next_group(self, schedule: PollSchedule, now: float) -> list[int]:
         if self._alone and now - self._alone_since > self.settings.regroup_after_s:
