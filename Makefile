@@ -19,8 +19,10 @@ demo: install
 	$(BIN)/firmware-bridge demo
 
 # What the tests run for real, from Debian: an InfluxDB 1.x server, headless Chromium (the report's
-# screenshot), systemd-analyze (the unit) and shellcheck (the installer). Installed once, when missing.
-TEST_TOOLS := influxd:influxdb chromium:chromium systemd-analyze:systemd shellcheck:shellcheck
+# screenshot), systemd-analyze (the unit), shellcheck (the installer), gpsd with gpsfake (GPS input), and node
+# with npm (Grafana's own packages check the dashboards). Installed once, when missing.
+TEST_TOOLS := influxd:influxdb chromium:chromium systemd-analyze:systemd shellcheck:shellcheck gpsfake:gpsd gpsfake:gpsd-clients \
+	node:nodejs npm:npm
 
 test-tools:
 	@missing=""; for pair in $(TEST_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \

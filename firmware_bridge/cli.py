@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the in-vehicle agent on a live bus")
     _add_pipeline_options(p), _add_live_options(p), _add_output_options(p)
+    p.add_argument("--gps", metavar="SOURCE", help="a GPS receiver: gpsd, gpsd://HOST:PORT or a serial port with "
+                   "NMEA (/dev/ttyUSB1@4800); with -i none, the GPS is the only source (a GPS-only car)")
 
     p = sub.add_parser("demo", help="a simulated kei car drives a standard cycle through the whole pipeline")
     _add_pipeline_options(p), _add_output_options(p)
@@ -201,7 +203,8 @@ def _replay(pipeline, logs, progress: bool | None = None) -> int:
     replay_blocks(pipeline, blocks)
     pipeline.finish()
     report_problems(problems)
-    BusWatch(pipeline, ", ".join(str(log) for log in logs)).check()
+    if can_logs:  # what the CAN logs showed (GPS logs alone are no bus)
+        BusWatch(pipeline, ", ".join(str(log) for log in can_logs)).check()
     return problems.count
 
 
@@ -341,6 +344,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
     from firmware_bridge.obd.diagnostics import DiagnosticsWatch, FreezeFrameDecoder
     from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
+    from firmware_bridge.sources.gps import GpsReceiver
     from firmware_bridge.sources.live import run_live
     from firmware_bridge.watch import BusWatch
 
@@ -378,7 +382,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
             if poller is not None and diagnostics.summary:
                 view.notes["dtc"] = diagnostics.summary
             view.update()
-        if clock.now() - started >= silence_warn_s:
+        if bus is not None and clock.now() - started >= silence_warn_s:
             watch.check(clock.now() - started)
         if watchdog_s is not None and time.monotonic() >= next_ping:
             next_ping = time.monotonic() + watchdog_s
@@ -394,11 +398,18 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
         if learner is not None:
             learner.tick()
 
+    gps_source = getattr(args, "gps", None) or config["gps"]["source"]
+    gps = GpsReceiver(gps_source, clock, pipeline.gps_counts) if gps_source else None
+    if gps is not None:
+        print(f"firmware-bridge: reading GPS fixes from {gps_source}", file=sys.stderr)
     if poller is not None:
         poller.start()
     systemd.notify(f"READY=1\nSTATUS=reading {source}")
     try:
-        (loop or run_live)(bus, pipeline, clock, stop, listeners, on_tick)
+        if loop is None:
+            run_live(bus, pipeline, clock, stop, listeners, on_tick, gps=gps)
+        else:
+            loop(bus, pipeline, clock, stop, listeners, on_tick)
     finally:
         systemd.notify("STOPPING=1")
         if poller is not None:
@@ -427,13 +438,17 @@ def cmd_run(args) -> int:
     pipeline.tracker.keep_finished = RUN_TRIPS_KEPT
     settings = bus_settings(config, args.interface, args.channel, args.bitrate)
     learning = config["learn"]["enabled"]  # learning needs every frame, not only the decoded ones
-    bus = open_bus(filters=None if learning else bus_filters(pipeline.decoder.db), **settings)
-    source = ":".join(str(settings[k]) for k in ("interface", "channel") if settings[k] is not None) + (
-        f" at {settings['bitrate']} bit/s" if settings["bitrate"] else "")
+    if settings["interface"] == "none":  # no CAN bus at all: a GPS-only car
+        bus, source = None, "no CAN bus"
+    else:
+        bus = open_bus(filters=None if learning else bus_filters(pipeline.decoder.db), **settings)
+        source = ":".join(str(settings[k]) for k in ("interface", "channel") if settings[k] is not None) + (
+            f" at {settings['bitrate']} bit/s" if settings["bitrate"] else "")
     try:
         _live(args, config, bus, RealClock(), pipeline, source)
     finally:
-        bus.shutdown()
+        if bus is not None:
+            bus.shutdown()
     print(trips_table(pipeline.stats()))
     return 0
 

@@ -60,6 +60,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any]]] = {
         "token_file": ((str,), None),
         "timeout_s": (_NUMBER, 10.0),
     },
+    "gps": {  # a GPS receiver: "gpsd", "gpsd://HOST:PORT", or a serial port with NMEA ("/dev/ttyUSB1@4800")
+        "source": ((str,), None),
+    },
     "learn": {
         "enabled": ((bool,), False),
         "go_passive": ((bool,), False),

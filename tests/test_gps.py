@@ -1,10 +1,18 @@
 """GPS as a source: NMEA logs alone (a GPS-only kei truck) and beside CAN logs, corrupt and fixless stretches."""
 
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
 from firmware_bridge.sim import write_log
+from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.sim.gps import GpsRoute, nmea_sentence, write_nmea
 
 from conftest import run_cli
@@ -44,7 +52,8 @@ def test_gps_only_drive_gives_trips_distance_bands_and_domains(gps_only):
     # the fixless and corrupt stretches: counted, left out, bridged by the distance between their ends
     assert out["gps"] == {"fixes": truth.fixes, "no_fix": len(OUTAGE), "implausible": 0, "corrupt": 3 * len(CORRUPT)}
     assert out["frames"]["malformed"] == 3 * len(CORRUPT)
-    assert "drive.nmea:2101: not an NMEA sentence (ChecksumError)" in stderr
+    first_bad = 1 + next(i for i, line in enumerate(path.read_text().splitlines()) if line.startswith("$GPRMC,091140"))
+    assert f"drive.nmea:{first_bad}: not an NMEA sentence (ChecksumError)" in stderr  # 700 s into the drive
     assert trip["gaps"] == 2 and 0.1 < trip["gap_bridged_km"] < 0.5
 
 
@@ -52,7 +61,8 @@ def test_a_position_jump_is_counted_not_driven(tmp_path, gps_only):
     """A sentence with a valid checksum but a position 100 km off (a receiver glitch) adds no distance."""
     path, truth = gps_only
     lines = path.read_text().splitlines(keepends=True)
-    for n in (3 * 900, 3 * 900 + 1):  # the RMC and GGA of one second: latitude 19° -> 18°
+    second = next(i for i, line in enumerate(lines) if line.startswith("$GPRMC,091500"))  # 900 s in
+    for n in (second, second + 1):  # the RMC and GGA of one second: latitude 19° -> 18°
         fields = lines[n][1:lines[n].index("*")].split(",")
         index = 3 if fields[0].endswith("RMC") else 2
         fields[index] = "18" + fields[index][2:]
@@ -92,3 +102,62 @@ def test_decode_lists_gps_fixes_with_can_frames(tmp_path):
     first = json.loads(result.stdout.splitlines()[0])
     assert first["message"] == "GPS" and set(first["signals"]) == {
         "lat", "lon", "alt_m", "speed_kmh", "heading_deg", "fix", "hdop", "satellites"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_reads_positions_from_a_real_gpsd(tmp_path):
+    """Debian's gpsd fed by gpsfake with an NMEA log; `run` with no CAN bus (a GPS-only truck) reads gpsd's JSON
+    on a loopback port and writes the positions into its vehicle points."""
+    gpsfake = shutil.which("gpsfake")
+    if gpsfake is None or shutil.which("gpsd", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        pytest.skip("gpsd and gpsfake are not installed (Debian's gpsd and gpsd-clients; make test installs them)")
+    drive = Cycle("drive", tuple([0.0] * 2 + [3.0 * i for i in range(12)] + [33.0 - 3.0 * i for i in range(12)] + [0.0] * 4))
+    log = tmp_path / "receiver.nmea"
+    truth = write_nmea(log, drive)
+    port = _free_port()
+    env = {**os.environ, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
+    # gpsd waits for its first client before gpsfake feeds it: 0.1 s a sentence, 0.3 s a fix
+    fake = subprocess.Popen([gpsfake, "-1", "-q", "-P", str(port), "-c", "0.1", str(log)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # gpsd listening
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        out = tmp_path / "points.lp"
+        config = tmp_path / "agent.toml"
+        config.write_text(f'[spool]\npath = "{tmp_path / "spool.db"}"\n[output]\nconsole = false\n')
+        agent = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "run", "-i", "none", "--gps",
+                                  f"gpsd://127.0.0.1:{port}", "--vehicle", "gps-only", "--vehicle-id", "truck",
+                                  "--out", str(out), "--config", str(config)], stderr=subprocess.PIPE, text=True,
+                                 env={k: v for k, v in env.items() if not k.startswith("INFLUX_")})
+        time.sleep(0.3 * len(drive.speeds_kmh) + 3)
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=60)
+    finally:  # gpsfake and the gpsd it started: their own process group
+        os.killpg(fake.pid, signal.SIGTERM)
+        try:
+            fake.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(fake.pid, signal.SIGKILL)
+            fake.wait(10)
+    assert agent.returncode == 0, stderr
+    assert f"reading GPS fixes from gpsd://127.0.0.1:{port}" in stderr
+    points = [line for line in out.read_text().splitlines() if line.startswith("vehicle,vehicle=truck ")]
+    positions = [dict(kv.split("=") for kv in line.split(" ")[1].split(",")) for line in points]
+    with_fix = [p for p in positions if "lat" in p]
+    assert len(with_fix) >= 5, points
+    assert {"lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites"} <= set(with_fix[0])
+    lats = [lat for lat, _ in truth.positions]
+    for p in with_fix:  # positions the receiver logged (gpsd keeps 9 decimals; NMEA carried 5 of minutes)
+        assert min(abs(float(p["lat"]) - lat) for lat in lats) < 1e-6
+        assert float(p["fix"]) == 3.0 and float(p["satellites"]) == 9.0
+    assert max(float(p["speed_kmh"]) for p in with_fix) == pytest.approx(33.0, abs=0.1)  # GPS speed: the speed

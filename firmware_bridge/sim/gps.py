@@ -1,6 +1,6 @@
 """A GPS receiver's NMEA 0183 log of a simulated drive: the cycle's speeds driven along a winding road.
 
-One epoch a second (RMC, GGA, GSA, as a u-blox receiver sends them by default), positions moved by the
+One epoch a second (RMC, GGA, GSA and GSV, as a u-blox receiver sends them by default), positions moved by the
 trapezoid mean speed of each second along a heading that turns slowly, so the route's length (the sum of
 great-circle steps) is what the speeds integrate to. ``outage`` seconds have no fix (GGA quality 0, RMC status
 V) and ``corrupt`` seconds have sentences with a bad checksum: what a receiver under a bridge or a loose
@@ -19,6 +19,11 @@ from pathlib import Path
 from firmware_bridge import constants as k
 from firmware_bridge.sim.cycles import Cycle, load_cycle
 from firmware_bridge.sim.runner import LOG_START_UNIX_S
+
+
+#: The satellites the receiver uses (PRNs), and its satellites-in-view sentences: 4 a sentence.
+SATELLITES = ("02", "05", "07", "09", "13", "15", "18", "20", "30")
+GSV: list[str] = []
 
 
 @dataclass
@@ -43,6 +48,11 @@ def nmea_sentence(body: str, corrupt: bool = False) -> str:
     if corrupt:
         check = f"{int(check, 16) ^ 0x5A:02X}"
     return f"${body}*{check}\n"
+
+
+for _n in range(0, len(SATELLITES), 4):
+    _sats = "".join(f",{prn},{30 + 5 * i},{40 * i % 360:03d},42" for i, prn in enumerate(SATELLITES[_n:_n + 4], _n))
+    GSV.append(nmea_sentence(f"GPGSV,{(len(SATELLITES) + 3) // 4},{_n // 4 + 1},{len(SATELLITES):02d}{_sats}"))
 
 
 def _coord(value: float, positive: str, negative: str, degree_digits: int) -> tuple[str, str]:
@@ -94,6 +104,6 @@ def write_nmea(path: str | Path, cycle: Cycle | str = "wltc-jp", route: GpsRoute
             continue
         lines += [nmea_sentence(f"GPRMC,{hms},A,{la},{ns},{lo},{ew},{knots:.3f},{heading:.2f},{dmy},,,A", bad),
                   nmea_sentence(f"GPGGA,{hms},{la},{ns},{lo},{ew},1,09,0.90,{route.alt_m:.1f},M,0.0,M,,", bad),
-                  nmea_sentence("GPGSA,A,3,02,05,07,09,13,15,18,20,30,,,,1.60,0.90,1.30", bad)]
+                  nmea_sentence(f"GPGSA,A,3,{','.join(SATELLITES)},,,,1.60,0.90,1.30", bad), *GSV]
     Path(path).write_text("".join(lines), encoding="ascii")
     return GpsTruth(route_km, len(cycle.speeds_kmh) - len(outage | corrupt), positions)

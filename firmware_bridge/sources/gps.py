@@ -241,16 +241,17 @@ class GpsReceiver:
     ``gpsd://HOST:PORT`` (gpsd's JSON protocol), or a serial port with NMEA (``/dev/ttyUSB1``, ``@4800`` for
     the baud rate; ``pyserial`` URLs work too)."""
 
-    def __init__(self, source: str, on_frame: Callable[[DecodedFrame], None], clock,
-                 counts: GpsCounts | None = None) -> None:
-        self.source, self.on_frame, self.clock = source, on_frame, clock
+    def __init__(self, source: str, clock, counts: GpsCounts | None = None) -> None:
+        self.source, self.clock = source, clock
+        self.on_frame: Callable[[DecodedFrame], None] = lambda frame: None
         self.counts = counts or GpsCounts()
         self.fixes = FixFilter(self.counts)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gps", daemon=True)
         self._sock: socket.socket | None = None
 
-    def start(self) -> None:
+    def start(self, on_frame: Callable[[DecodedFrame], None]) -> None:
+        self.on_frame = on_frame
         self._thread.start()
 
     def stop(self) -> None:

@@ -23,11 +23,19 @@ class PipelineFeeder(can.Listener):
         pass
 
 
-def run_live(bus: can.BusABC, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
-             on_tick=None, tick_wall_s: float = 0.25) -> None:
-    """Until ``stop`` is set: frames to the pipeline, and every ``tick_wall_s`` a silence check and ``on_tick``."""
+def run_live(bus: can.BusABC | None, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
+             on_tick=None, tick_wall_s: float = 0.25, gps=None) -> None:
+    """Until ``stop`` is set: frames to the pipeline, and every ``tick_wall_s`` a silence check and ``on_tick``.
+    ``gps`` (a :class:`~firmware_bridge.sources.gps.GpsReceiver`) feeds its fixes too; ``bus`` None: GPS only."""
     lock = threading.Lock()
-    notifier = can.Notifier(bus, [PipelineFeeder(pipeline, lock), *listeners], timeout=0.05)
+    notifier = can.Notifier(bus, [PipelineFeeder(pipeline, lock), *listeners], timeout=0.05) if bus else None
+
+    def feed_fix(frame) -> None:
+        with lock:
+            pipeline.feed_frame(frame)
+
+    if gps is not None:
+        gps.start(feed_fix)
     try:
         while not stop.wait(tick_wall_s):
             with lock:
@@ -35,7 +43,10 @@ def run_live(bus: can.BusABC, pipeline: Pipeline, clock, stop: threading.Event, 
                 if on_tick is not None:
                     on_tick()
     finally:
-        notifier.stop()
+        if gps is not None:
+            gps.stop()
+        if notifier is not None:
+            notifier.stop()
         with lock:
             pipeline.finish()
             if on_tick is not None:
