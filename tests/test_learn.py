@@ -154,14 +154,24 @@ def test_samples_stay_bounded_and_spread_over_the_drive():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", ["kona2021_dcan_car_scanner_elm327.log", "kona2021_dcan_car_scanner_elm327_gvret.csv"])
-def test_real_obd_logs_say_what_they_hold(name, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["kona2021_dcan_car_scanner_elm327.log", "kona2021_dcan_car_scanner_elm327_gvret.csv",
+                                  "civic8th_vsslog.log", "civic8th_40mph.trc", "durango_tracncontrl.log"])
+def test_real_logs_say_what_they_hold(name, tmp_path, capsys):
     log = REAL / name
     if not log.is_file():
         pytest.skip(f"{log} not present")
-    code, out, err = _learn(capsys, log, "--name", "kona", "--out", tmp_path)
+    code, out, err = _learn(capsys, log, "--name", "real", "--out", tmp_path)
     assert code == 0, err
-    # A phone app polling a Kona EV through an ELM327: support bitmaps only, no speed or rpm answers, and an
-    # ELM327 hears no broadcast frames.
+    # The Kona: a phone app polling through an ELM327 (support bitmaps only, no speed or rpm answers, and an
+    # ELM327 hears no broadcast frames). The others: broadcast frames, nobody polling.
     assert out == {"quantities": {}, "written": []}
-    assert "nothing found, too little evidence" in err
+    assert "nothing found, too little evidence: the logs hold no OBD-II answers for speed_kmh, engine_rpm" in err
+
+
+@pytest.mark.timeout(60)
+def test_a_transcript_that_is_no_can_log_is_bad_input(capsys, tmp_path):
+    log = REAL / "jimny2008_kwp_car_scanner_elm327.txt"
+    if not log.is_file():
+        pytest.skip(f"{log} not present")
+    assert main(["learn", str(log), "--name", "jimny", "--out", str(tmp_path)]) == 2
+    assert "unknown log format" in capsys.readouterr().err

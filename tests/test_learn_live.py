@@ -28,34 +28,37 @@ START = 1775034000.0
 class _Recorder(can.Listener):
     """Every frame on the bus into a candump log, and every OBD-II mode 01 request as (car time, PID)."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, request_id: int) -> None:
         self.logger = can.Logger(str(path))
+        self.request_id = request_id
         self.seen: list[tuple[float, int]] = []
 
     def on_message_received(self, msg: can.Message) -> None:
         self.logger.on_message_received(msg)
-        if msg.arbitration_id == 0x7DF and msg.data[1] == 0x01:
+        if msg.arbitration_id == self.request_id and msg.data[1] == 0x01:
             self.seen.extend((msg.timestamp, pid) for pid in msg.data[2:1 + msg.data[0]])
 
 
 @pytest.mark.timeout(120)
-def test_live_learning_writes_the_folder_and_stops_polling_speed_and_rpm(tmp_path, capsys):
+@pytest.mark.parametrize("request_id, ecu_id", [(0x7DF, 0x7E8), (0x18DB33F1, 0x18DAF110)], ids=["11bit", "29bit"])
+def test_live_learning_writes_the_folder_and_stops_polling_speed_and_rpm(request_id, ecu_id, tmp_path, capsys):
     # Six PIDs per request: the ECU answers in multi-frame ISO-TP messages, which both learners must split.
     layout = seeded_layout(5)
     channel = "learn-live-test"
     clock = SimClock(START, threads=1)
     car_bus, agent_bus, tap_bus = (can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
                                    for _ in range(3))
-    car = SimulatedCar(car_bus, CarConfig(), DRIVE, clock=clock, broadcast=layout.schedule(), start_time=START)
+    car = SimulatedCar(car_bus, CarConfig(), DRIVE, clock=clock, broadcast=layout.schedule(), start_time=START,
+                       ecu_tx_id=ecu_id)
     pipeline = Pipeline()
     values = pipeline.state.values
-    poller = ObdPoller(agent_bus, PollSettings(max_pids_per_request=6), clock,
+    poller = ObdPoller(agent_bus, PollSettings(max_pids_per_request=6, request_id=request_id), clock,
                        engine_rpm=lambda: values.get("engine_rpm"),
                        speed_kmh=lambda: values.get("speed_kmh"))
     said: list[tuple[float, str]] = []
     learner = LiveLearner(pipeline, tmp_path / "learnt", "kei", go_passive=True, poller=poller, check_s=15.0,
                           say=lambda line: said.append((clock.now(), line)), background=False)
-    requests = _Recorder(tmp_path / "drive.log")
+    requests = _Recorder(tmp_path / "drive.log", request_id)
     stop = threading.Event()
 
     def on_tick():

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from firmware_bridge.constants import KM_PER_MILE, KMH_PER_MS
+from firmware_bridge.decode.dbc import bundled_dbc_path, load_database
 from firmware_bridge.learn.evidence import BITS, Evidence, FrameIdStats, QuantitySamples, bit_columns
 from firmware_bridge.state.vehicle import DEFAULT_STALE_S
 
@@ -93,7 +94,6 @@ class Finding:
     samples: int
     margin: float
     confidence: float
-    period_s: float | None
     runner_up: str | None
     copies: tuple[str, ...] = ()
 
@@ -260,8 +260,6 @@ class Learner:
 
     def __init__(self, evidence: Evidence) -> None:
         self.evidence = evidence
-        from firmware_bridge.decode.dbc import bundled_dbc_path, load_database
-
         obd = load_database([bundled_dbc_path("obd2.dbc")], bundled=False).get_message_by_name("OBD2_RESPONSE")
         self.obd_step = {q: obd.get_signal_by_name(s).scale for q, s in evidence.signals.items()}
 
@@ -397,7 +395,7 @@ class Learner:
         rmse = float(np.sqrt(np.mean(residual**2)))
         var_y = float(y.var())
         return Finding(quantity, layout, scale, offset, rmse, 1 - rmse**2 / var_y if var_y else 0.0,
-                       len(rows) / samples.n, len(rows), 1.0, 0.0, stats.period_s, None)
+                       len(rows) / samples.n, len(rows), 1.0, 0.0, None)
 
     @staticmethod
     def _rounder(a: Finding, b: Finding) -> bool:
