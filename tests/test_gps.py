@@ -155,9 +155,11 @@ def test_run_reads_positions_from_a_real_gpsd(tmp_path):
     positions = [dict(kv.split("=") for kv in line.split(" ")[1].split(",")) for line in points]
     with_fix = [p for p in positions if "lat" in p]
     assert len(with_fix) >= 5, points
-    assert {"lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites"} <= set(with_fix[0])
+    # gpsd's first reports of a new receiver may come before its satellites (SKY) or its 3D fix: the last has all
+    assert {"lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites"} <= set(with_fix[-1])
     lats = [lat for lat, _ in truth.positions]
     for p in with_fix:  # positions the receiver logged (gpsd keeps 9 decimals; NMEA carried 5 of minutes)
         assert min(abs(float(p["lat"]) - lat) for lat in lats) < 1e-6
-        assert float(p["fix"]) == 3.0 and float(p["satellites"]) == 9.0
+        assert float(p["fix"]) >= 2.0
+    assert float(with_fix[-1]["fix"]) == 3.0 and float(with_fix[-1]["satellites"]) == 9.0
     assert max(float(p["speed_kmh"]) for p in with_fix) == pytest.approx(33.0, abs=0.1)  # GPS speed: the speed
