@@ -144,6 +144,7 @@ def test_clear_never_runs_without_yes(car_with_codes, capsys):
     assert car.frames() == [] and truth.stored == ["P0115", "P0420"]  # nothing sent, nothing cleared
     code, out, err = dtc(capsys, "-i", "virtual", "-c", car.channel, "--clear", "--yes", "--format", "json")
     assert code == 0 and "erases" in err and "cleared by 7E8" in err
+    assert "erasing stored codes: P0115 (7E8) P0420 (7E8)" in err and "erasing pending codes: P0171 (7E8)" in err
     found = json.loads(out)
     assert found["stored"] == found["pending"] == [] and found["mil_on"] is False
     assert found["permanent"] == [{"code": "P0420", "ecu": "7E8"}]  # permanent codes stay until the ECU sees the fix

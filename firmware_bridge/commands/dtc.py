@@ -50,6 +50,9 @@ def run(args, config: dict) -> int:
               f"{poller.max_requests_per_s:g}/s, fewer on K-line)", file=sys.stderr)
         if args.clear:
             print(f"dtc: warning: {CLEAR_WARNING}", file=sys.stderr)
+            for service, status in ((diagnostics.SERVICE_STORED, "stored"), (diagnostics.SERVICE_PENDING, "pending")):
+                codes = " ".join(f"{c.code} ({c.ecu})" for c in diagnostics.read_codes(poller.exchange, service))
+                print(f"dtc: erasing {status} codes: {codes or 'none'}", file=sys.stderr)
             cleared = diagnostics.clear_codes(poller.exchange)
             print(f"dtc: cleared by {', '.join(cleared) if cleared else 'no ECU (none confirmed)'}", file=sys.stderr)
         found = diagnostics.read_diagnostics(poller.exchange, diagnostics.FreezeFrameDecoder(
