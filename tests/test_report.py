@@ -82,3 +82,18 @@ def test_catalog_marks_come_from_the_profiles_catalog():
     profile = replace(load_vehicle(), catalog=Catalog(wltc_low_km_per_l=20.1, wltc_high_km_per_l=24.3))
     assert _catalog(profile) == {"urban": 20.1, "motorway": 24.3}
     assert _catalog(load_vehicle()) == {}
+
+
+def test_report_draws_the_gps_track(tmp_path):
+    """A drive with GPS (here a GPS-only truck's NMEA log): the report has the track, in the HTML and the PNG."""
+    from firmware_bridge.sim.gps import write_nmea
+
+    log = tmp_path / "truck.nmea"
+    write_nmea(log, "wltc-jp")
+    result = run_cli("report", log, "--vehicle", "gps-only", "-o", tmp_path / "trip.html", "--png",
+                     tmp_path / "trip.png")
+    assert result.returncode == 0, result.stderr
+    page = (tmp_path / "trip.html").read_text()
+    assert page.count("<svg") == 4 and "Track (GPS)" in page
+    width, height = png_size(tmp_path / "trip.png")
+    assert width > 2 * height  # three plots side by side under the time plot

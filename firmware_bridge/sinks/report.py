@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 from dataclasses import dataclass, field
 
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
@@ -22,6 +23,8 @@ class DriveSeries:
     t: list[float] = field(default_factory=list)
     speed_kmh: list[float | None] = field(default_factory=list)
     fuel_rate_lph: list[float | None] = field(default_factory=list)
+    lat: list[float | None] = field(default_factory=list)  # GPS positions, where there was a fix
+    lon: list[float | None] = field(default_factory=list)
 
     def add(self, point: Point) -> None:
         if point.measurement != "vehicle":
@@ -29,6 +32,12 @@ class DriveSeries:
         self.t.append(point.t)
         self.speed_kmh.append(point.fields.get("speed_kmh"))
         self.fuel_rate_lph.append(point.fields.get("fuel_rate_lph"))
+        self.lat.append(point.fields.get("lat"))
+        self.lon.append(point.fields.get("lon"))
+
+    @property
+    def has_track(self) -> bool:
+        return any(lat is not None for lat in self.lat)
 
 
 def _pyplot():
@@ -87,6 +96,23 @@ def _plot_bands(ax, total: dict) -> None:
     ax.set_title("Time and fuel per speed band")
 
 
+def _plot_track(ax, series: DriveSeries) -> None:
+    """The drive on the map's axes (longitude scaled by cos(latitude), so distances look right), by speed."""
+    fixes = [(lon, lat, v) for lon, lat, v in zip(series.lon, series.lat, series.speed_kmh) if lat is not None]
+    lons, lats, speeds = zip(*fixes)
+    ax.plot(lons, lats, color="#999999", linewidth=0.6, zorder=1)
+    dots = ax.scatter(lons, lats, c=[v or 0.0 for v in speeds], s=4, cmap="viridis", zorder=2)
+    ax.plot(lons[0], lats[0], "o", color="#2ca02c", label="start", zorder=3)
+    ax.plot(lons[-1], lats[-1], "s", color="#d62728", label="end", zorder=3)
+    ax.set_aspect(1 / math.cos(math.radians(sum(lats) / len(lats))))
+    ax.set_xlabel("longitude (°)")
+    ax.set_ylabel("latitude (°)")
+    ax.set_title("Track (GPS), colour = speed")
+    ax.figure.colorbar(dots, ax=ax, label="km/h", shrink=0.8)
+    ax.legend(loc="best", fontsize="small")
+    ax.ticklabel_format(useOffset=False)
+
+
 def _figures(series: DriveSeries, stats: dict, profile) -> dict:
     plt = _pyplot()
     total = stats["total"]
@@ -100,6 +126,10 @@ def _figures(series: DriveSeries, stats: dict, profile) -> dict:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     _plot_bands(ax, total)
     figures["bands"] = fig
+    if series.has_track:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        _plot_track(ax, series)
+        figures["track"] = fig
     for fig in figures.values():
         fig.tight_layout()
     return figures
@@ -168,13 +198,16 @@ def render_html(series: DriveSeries, stats: dict, profile, title: str) -> str:
 
 
 def render_png(path, series: DriveSeries, stats: dict, profile, title: str) -> None:
-    """One image with all three plots, for sharing."""
+    """One image with all the plots (the track too, with GPS), for sharing."""
     plt = _pyplot()
-    fig = plt.figure(figsize=(11, 7.5))
-    grid = fig.add_gridspec(2, 2)
+    columns = 3 if series.has_track else 2
+    fig = plt.figure(figsize=(5.5 * columns, 7.5))
+    grid = fig.add_gridspec(2, columns)
     _plot_time(fig.add_subplot(grid[0, :]), series)
     _plot_domains(fig.add_subplot(grid[1, 0]), stats["total"], _catalog(profile))
     _plot_bands(fig.add_subplot(grid[1, 1]), stats["total"])
+    if series.has_track:
+        _plot_track(fig.add_subplot(grid[1, 2]), series)
     total = stats["total"]
     fig.suptitle(f"{title}: {total['distance_km']:.1f} km, {_cell(total['economy_km_per_l'], '.1f')} km/L")
     fig.tight_layout()
