@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the simulated ECU offers: MAP only (kei default), +MAF, +MAF and fuel rate 0x5E")
     p.add_argument("--ev", action="store_true",
                    help="an i-MiEV-like kei EV broadcasting its frames (agent passive, profile mitsubishi-i-miev)")
+    p.add_argument("--layout-seed", type=int, metavar="N",
+                   help="a made-up car with no DBC (layout chosen by N): the agent learns its frames while it polls, "
+                        "then stops polling speed and rpm")
 
     p = sub.add_parser("replay", help="a recorded log through the pipeline to the sinks")
     p.add_argument("logs", nargs="+", metavar="LOG")
@@ -459,7 +462,7 @@ def cmd_demo(args) -> int:
     import can
 
     from firmware_bridge.clock import SimClock
-    from firmware_bridge.sim import CYCLE_NAMES, CarConfig, EvConfig, SimulatedCar, load_cycle
+    from firmware_bridge.sim import CYCLE_NAMES, CarConfig, EvConfig, SimulatedCar, load_cycle, seeded_layout
     from firmware_bridge.sim.runner import LOG_START_UNIX_S, differences_from_truth, run_on_sim_clock
     from firmware_bridge.sinks.console import trips_table
 
@@ -467,6 +470,8 @@ def cmd_demo(args) -> int:
         raise InputError(f"unknown cycle {args.cycle!r}; available: {', '.join(CYCLE_NAMES)}")
     config = _config(args)
     config["obd"]["enabled"] = args.obd = not args.ev  # an EV broadcasts: nobody polls it
+    if args.layout_seed is not None:  # a car to learn on the way
+        config["learn"].update(enabled=True, go_passive=True)
     args.vehicle = args.vehicle or ("mitsubishi-i-miev" if args.ev else "kei-sim")
     pipeline = _pipeline(args, config)
     clock = SimClock(LOG_START_UNIX_S, threads=0 if args.ev else 1)  # the poller's thread waits on it
@@ -474,10 +479,14 @@ def cmd_demo(args) -> int:
     car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     cycle = load_cycle(args.cycle)
+    learning = args.layout_seed is not None and not args.ev
     car = SimulatedCar(car_bus, EvConfig() if args.ev else CarConfig(), cycle, pid_set=args.pids, clock=clock,
-                       broadcast=args.ev)
+                       broadcast=seeded_layout(args.layout_seed).schedule() if learning else args.ev)
     what = ("i-MiEV-like kei EV", "the agent reads its broadcast frames") if args.ev else (
         "658 cc kei car", f"the agent polls OBD-II ({args.pids} PIDs)")
+    if learning:
+        what = ("658 cc kei car with a made-up layout (no DBC)",
+                f"the agent polls OBD-II ({args.pids} PIDs) and learns the car's own frames")
     pace = f"paced at {args.speedup:g}x real time" if args.speedup else "as fast as this machine can"
     print(f"demo: simulated {what[0]} drives {args.cycle} ({cycle.duration_s:.0f} s) on a virtual CAN bus, {pace}, "
           f"on the simulator's clock; {what[1]}", file=sys.stderr)
