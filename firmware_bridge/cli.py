@@ -553,13 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"firmware-bridge: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # an OSError too: before it, so `... | head` ends quietly
+        return 0
     except OSError as exc:
         if exc.filename is None or args.verbose:
             raise
         print(f"firmware-bridge: error: {exc.filename}: {exc.strerror}", file=sys.stderr)  # a path we were given
         return 2
-    except BrokenPipeError:
-        return 0
     except KeyboardInterrupt:
         return 130
     except RunError as exc:
