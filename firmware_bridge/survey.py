@@ -12,12 +12,12 @@ import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cantools
 import numpy as np
 
-from firmware_bridge.decode.dbc import BUNDLED_DBCS, bundled_dbc_path, load_database
+from firmware_bridge.decode.dbc import (BUNDLED_DBCS, OPENDBC_PREFIX, bundled_dbc_path, load_database,
+                                        opendbc_names, parse, source)
 from firmware_bridge.errors import InputError
 from firmware_bridge.vehicles import available_vehicles, load_vehicle
 
@@ -220,23 +220,17 @@ def candidate_databases(extra: Iterable[str] = ()) -> Iterator[tuple[str, cantoo
 
 @functools.cache
 def opendbc_databases() -> tuple[tuple[str, cantools.database.Database], ...]:
-    """opendbc's top-level DBC files (when the optional package is installed), parsed once per process; files
-    cantools refuses are skipped with a note in the log."""
+    """opendbc's databases, its generated ones included (when the optional package is installed), parsed once
+    per process the way ``--dbc opendbc:NAME`` loads them; one that still cannot be read is left out."""
     try:
-        import opendbc
-    except ImportError:
+        names = opendbc_names()
+    except InputError:
         return ()
     loaded = []
-    folder = Path(opendbc.__file__).parent / "dbc"
-    for path in sorted(folder.glob("*.dbc")):
-        name = f"opendbc:{path.stem}"
+    for name in sorted(names):
+        spec = OPENDBC_PREFIX + name
         try:
-            db = load_database([name], bundled=False)
-        except InputError:
-            try:
-                db = cantools.database.load_file(str(path), strict=False)
-            except Exception as exc:  # cantools raises several parser error types
-                log.info("%s: not ranked (%s)", name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                continue
-        loaded.append((name, db))
+            loaded.append((spec, parse(source(spec))[0]))
+        except InputError as exc:
+            log.info("%s: not ranked (%s)", spec, exc)
     return tuple(loaded)

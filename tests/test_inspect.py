@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from firmware_bridge.commands.inspect import survey_logs
+from firmware_bridge.commands.inspect import survey_logs, table
 from firmware_bridge.survey import SignalFigures, score_signal
 
 from conftest import T0, obd_drive, real_log, run_cli, write_log
@@ -22,13 +22,17 @@ def test_civic_with_the_honda_dbc_ranks_real_signals_first():
     assert speed[0]["max"] == pytest.approx(125.9)
     assert not any(c["source"].startswith("WHEEL_SPEEDS.") for c in speed[:2])  # look-alikes rank lower
     assert rpm[0]["source"] == "POWERTRAIN_DATA.ENGINE_RPM"
-    assert report["databases"][0]["name"].endswith(HONDA_DBC)
+    names = [fit["name"] for fit in report["databases"]]
+    above = names[:next(i for i, name in enumerate(names) if name.endswith(HONDA_DBC))]
+    assert all("honda" in name or "acura" in name for name in above), above  # only Honda's own files fit better
 
 
 def test_without_a_dbc_a_honda_database_fits_best():
     report = survey_logs([str(real_log(CIVIC))], [])
     top3 = [fit["name"] for fit in report["databases"][:3]]
     assert any("honda" in name for name in top3), top3
+    assert any(name.startswith("opendbc:") and "honda" in name for name in
+               [fit["name"] for fit in report["databases"][:5]])  # opendbc's generated Honda files fit too
     ids = {row["id"]: row for row in report["ids"]}
     assert ids[0x158]["count"] == 3187 and ids[0x158]["dlc"] == 8 and ids[0x158]["message"] == "ENGINE_DATA"
     assert ids[0x158]["rate_hz"] == pytest.approx(100, rel=0.02)
@@ -49,8 +53,8 @@ def test_the_printed_signal_map_gives_the_same_distance(tmp_path):
     mapped = json.loads(run_cli("stats", log, "--dbc", dbc, "--signal-map", tmp_path / "map.toml", *common).stdout)
     folder = json.loads(run_cli("stats", log, "--vehicle", "honda-civic", *common).stdout)
     assert mapped["trips"][0]["distance_km"] == pytest.approx(folder["trips"][0]["distance_km"], rel=1e-9)
-    table = run_cli("inspect", log, "--dbc", dbc)
-    assert table.returncode == 0 and "POWERTRAIN_DATA.ENGINE_RPM" in table.stdout and "0x158" in table.stdout
+    shown = table(survey_logs([str(log)], [str(dbc)]))
+    assert "POWERTRAIN_DATA.ENGINE_RPM" in shown and "0x158" in shown
 
 
 def test_an_obd_only_log_is_read_through_the_obd_database(tmp_path):
