@@ -276,11 +276,11 @@ class FastForward:
         ends = []
         if len(s := of("speed_kmh")):
             _add_speeds(trip, t[s], v[s], running[s])
-            ends.append(s[-1])
+            ends.append(s)
         if len(r := of("engine_rpm")) and len(r := r[v[r] > 0]):
-            ends.append(r[-1])
+            ends.append(r)
         if ends:
-            trip.end = float(t[max(ends)])
+            trip.end = max(trip.end, *(float(t[i].max()) for i in ends))
         if len(o := of("odometer_km")):
             if trip.odometer_first_km is None:
                 trip.odometer_first_km = float(v[o[0]])
@@ -305,7 +305,7 @@ class FastForward:
                 tally = trip.fuel[source] = RateTally(self.settings.max_gap_s)
             _add_rates(tally, t[rows], rates * correction, _bands(speed[rows]), _domains(speed[rows], self.settings),
                        running[rows] & (speed[rows] < STANDING_BELOW_KMH), self.settings.max_gap_s)
-        trip.last_t = float(t[-1])
+        trip.last_t = max(trip.last_t, float(t.max()))
         self.applied_samples += len(acc)
         return stretch
 

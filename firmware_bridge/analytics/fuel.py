@@ -15,6 +15,8 @@ from firmware_bridge import constants as k
 from firmware_bridge.vehicles import VehicleProfile
 
 FUEL_SOURCES = ("fuel_rate", "maf", "speed_density")  # best first
+#: The quantities the estimates are made from (the fuel rate itself, air flow, manifold pressure).
+FUEL_INPUTS = ("fuel_rate_lph", "maf_gps", "map_kpa")
 
 #: J1979 PID 0x03 value: open loop due to engine load or deceleration fuel cut.
 STATUS_OPEN_LOOP_LOAD_OR_CUT = 4

@@ -2,17 +2,22 @@
 
 Fed with every accepted vehicle sample in time order; hands out finished :class:`Trip` objects. Idle-stop at a
 light (rpm 0 for a minute) does not end a trip; a parked car (rpm 0 and standing for ``engine_off_s``) does.
+Fuel readings alone never start one (a parked car's ECU or stray frames are not a drive). A trip shorter than ``min_trip_s`` is dropped with a WARNING and counted. Time that steps backwards (a clock
+reset, logs out of order) never shortens a trip: its start, end and last sample time only move forwards.
 """
 
 from __future__ import annotations
 
+import logging
+
 from firmware_bridge.analytics.dynamics import EventCallback
-from firmware_bridge.analytics.fuel import FUEL_SOURCES, FuelEstimator
+from firmware_bridge.analytics.fuel import FUEL_INPUTS, FUEL_SOURCES, FuelEstimator
 from firmware_bridge.analytics.settings import STANDING_BELOW_KMH, AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.records import Sample
 from firmware_bridge.vehicles import VehicleProfile
 
+log = logging.getLogger(__name__)
 
 #: Quantities whose samples re-evaluate engine-off.
 ENGINE_OFF_INPUTS = ("engine_rpm", "speed_kmh")
@@ -30,7 +35,7 @@ class TripTracker:
         #: At most this many finished trips kept (None: all): a daemon running for months would otherwise
         #: keep every trip it ever saw (~26 KB each); InfluxDB has them all.
         self.keep_finished: int | None = None
-        self.dropped_short = 0
+        self.dropped_short = 0  # trips shorter than min_trip_s, each also reported as a WARNING
         self._parked = False  # the last trip ended by engine/ignition off: only activity starts the next
         self._engine_off_since: float | None = None
         self.latest_fuel_lph: dict[str, float] = {}  # newest estimate per fuel source, for live views
@@ -43,12 +48,14 @@ class TripTracker:
         return values.get("engine_rpm", 1.0) > 0
 
     def _is_activity(self, sample: Sample) -> bool:
+        """What starts a trip: the engine running, the ignition on, the car moving; after a parked end nothing
+        else, and never fuel alone."""
         q, v = sample.quantity, sample.value
         if q == "engine_rpm" or q == "ignition":
             return v > 0
         if q == "speed_kmh":
             return v >= STANDING_BELOW_KMH
-        return not self._parked
+        return not self._parked and q not in FUEL_INPUTS
 
     def feed(self, sample: Sample, values: dict[str, float]) -> Trip | None:
         """Account one sample; returns a trip that this sample closed, if any."""
@@ -64,7 +71,7 @@ class TripTracker:
             self._parked = False
             self._engine_off_since = None
             trip = self.trip = Trip(t, self.settings, self.on_event, self.profile.catalog, self.fuel_corrections)
-        trip.last_t = t
+        trip.last_t = max(trip.last_t, t)
         if self._update_engine_off(sample, values) and t - self._engine_off_since >= self.settings.engine_off_s:
             return self._close(self._engine_off_since, parked=True) or closed
         if sample.quantity == "ignition" and sample.value <= 0:
@@ -91,7 +98,7 @@ class TripTracker:
         if q == "speed_kmh":
             fresh = t - self.times.get("lat", float("-inf")) <= self.settings.max_gap_s
             trip.add_speed(t, sample.value, running, (values["lat"], values["lon"]) if fresh else None)
-            trip.end = t
+            trip.end = max(trip.end, t)
         elif q == "lat" and "lon" in values:
             trip.add_position(sample.value, values["lon"])
         elif q == "odometer_km":
@@ -101,7 +108,7 @@ class TripTracker:
         elif q == "soc_pct":
             trip.add_soc(sample.value)
         if q == "engine_rpm" and sample.value > 0:
-            trip.end = t
+            trip.end = max(trip.end, t)
         speed = values.get("speed_kmh", 0.0)
         for source, rate_lph in self.fuel.estimates(q, sample.value, values):
             self.latest_fuel_lph[source] = rate_lph * trip.fuel_corrections.get(source, 1.0)
@@ -113,9 +120,11 @@ class TripTracker:
         self._engine_off_since = None
         if trip is None:
             return None
-        trip.end = min(trip.end, end) if trip.end > trip.start else end
+        trip.end = max(min(trip.end, end) if trip.end > trip.start else end, trip.start)
         if trip.end - trip.start < self.settings.min_trip_s:
             self.dropped_short += 1
+            log.warning("a trip of %.0f s from %s is shorter than min_trip_s (%g s): dropped (%d so far)",
+                        trip.end - trip.start, trip.summary()["start"], self.settings.min_trip_s, self.dropped_short)
             return None
         self.finished.append(trip)
         if self.keep_finished is not None and len(self.finished) > self.keep_finished:
