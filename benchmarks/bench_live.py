@@ -12,13 +12,16 @@ and points stay spooled, as in a car without network, so no server's CPU is in t
   pipeline had read when it emitted the point. The SpoolWriter commits every ``[spool] flush_s``.
 - Dropped: frames sent minus frames the pipeline counted (after a short drain).
 
-Run: `make bench` or `.venv/bin/python benchmarks/bench_live.py [--seconds 20]`.
+Run: `make bench` or `.venv/bin/python benchmarks/bench_live.py [--seconds 20]`. `--json` measures the default
+at 8,750 frames/s only and prints `{"frames_per_s_per_core": ..., "cpu_pct_at_8750": ..., "dropped": ...}`
+(frames per second one core would take: the rate sent divided by the agent's share of a core).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 import tempfile
 import threading
@@ -72,7 +75,7 @@ class CommitLatency:
         spool.append = timed_append
 
 
-def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: bool) -> list:
+def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: bool) -> dict:
     channel = f"bench-live-{rate}-{flush_s}-{cantools}-{time.monotonic_ns()}"
     agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
     car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
@@ -104,25 +107,38 @@ def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: b
         outputs.close(drain_stall_s=0.1)
         agent_bus.shutdown()
         car_bus.shutdown()
-    lat_ms = np.array(latency.latencies_s) * 1000.0
-    return [f"{rate:,.0f}", "cantools" if cantools else "compiled", f"{flush_s:g} s",
-            f"{sender.sent / seconds:,.0f}", f"{100.0 * (cpu_s - sender.cpu_s) / wall_s:.1f} %",
-            f"{100.0 * cpu_s / wall_s:.1f} %", f"{sender.sent - pipeline.decoder.counts.total:,}",
+    return {"rate": rate, "cantools": cantools, "flush_s": flush_s, "sent_per_s": sender.sent / seconds,
+            "agent_cpu": (cpu_s - sender.cpu_s) / wall_s, "process_cpu": cpu_s / wall_s,
+            "dropped": sender.sent - pipeline.decoder.counts.total,
+            "latency_ms": np.array(latency.latencies_s) * 1000.0, "commits": latency.commits}
+
+
+def row(run: dict) -> list[str]:
+    lat_ms = run["latency_ms"]
+    return [f"{run['rate']:,.0f}", "cantools" if run["cantools"] else "compiled", f"{run['flush_s']:g} s",
+            f"{run['sent_per_s']:,.0f}", f"{100.0 * run['agent_cpu']:.1f} %", f"{100.0 * run['process_cpu']:.1f} %",
+            f"{run['dropped']:,}",
             f"{np.percentile(lat_ms, 50):.1f} / {np.percentile(lat_ms, 99):.1f} / {lat_ms.max():.1f}",
-            f"{len(lat_ms):,} in {latency.commits}"]
+            f"{len(lat_ms):,} in {run['commits']}"]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds per run (default 20)")
+    parser.add_argument("--json", action="store_true", help="only the default at 8,750 frames/s, as JSON")
     args = parser.parse_args()
     log = one_drive_log()
     default_flush_s = load_config(None)["spool"]["flush_s"]
+    if args.json:
+        run = run_rate(log, 8750, args.seconds, default_flush_s, False)
+        print(json.dumps({"frames_per_s_per_core": round(run["sent_per_s"] / run["agent_cpu"]),
+                          "cpu_pct_at_8750": round(100.0 * run["agent_cpu"], 1), "dropped": run["dropped"]}))
+        return 0
     runs = [(4400, default_flush_s, False), (8750, default_flush_s, False), (8750, 1.0, False),
             (8750, default_flush_s, True)]  # the default, a commit a second, cantools' decoder
     rows = []
     for rate, flush_s, cantools in runs:
-        rows.append(run_rate(log, rate, args.seconds, flush_s, cantools))
+        rows.append(row(run_rate(log, rate, args.seconds, flush_s, cantools)))
         print("  " + ", ".join(rows[-1]), flush=True)
     print(table(["frames/s", "decoder", "spool flush_s", "sent/s", "agent CPU (1 core)", "process CPU",
                  "dropped", "latency ms p50 / p99 / max", "points in commits"], rows))

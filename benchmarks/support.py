@@ -15,7 +15,7 @@ from pathlib import Path
 import can
 
 from firmware_bridge.config import load_config
-from firmware_bridge.pipeline import Pipeline
+from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.sim import load_cycle, write_log
 from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.sinks.outputs import Outputs
@@ -24,6 +24,8 @@ from firmware_bridge.sources.logs import LogProblems
 
 WORK_DIR = Path(tempfile.gettempdir()) / "firmware-bridge-bench"
 PARK_S = 900
+#: The simulator's car: its broadcast frames decode only with it.
+SIM_VEHICLE = "kei-sim"
 SEND_SLICE_S = 0.001  # a sender wakes every millisecond and sends the frames due
 
 
@@ -59,7 +61,7 @@ def live_agent(state_dir: Path, flush_s: float | None = None) -> tuple[Pipeline,
     if flush_s is not None:
         config["spool"]["flush_s"] = flush_s
     config["output"]["console"] = False
-    pipeline = Pipeline()
+    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
     return pipeline, Outputs(pipeline, config, "kei")
 
 
