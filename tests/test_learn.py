@@ -104,15 +104,25 @@ def test_a_learnt_folder_is_a_car_folder(tmp_path, capsys):
         assert (signal.start, signal.length, signal.byte_order, signal.is_signed, signal.scale, signal.offset) == (
             row["start_bit"], row["length"], row["byte_order"], row["signed"], row["scale"], row["offset"])
         assert f'{quantity} = ["{message.name}.{quantity}"]' in routes
-    assert main(["inspect", str(log), "--vehicle", str(folder), "--format", "json"]) == 0
-    candidates = json.loads(capsys.readouterr().out)["candidates"]
-    for quantity in ("speed_kmh", "engine_rpm"):
-        source = f"{db.get_message_by_frame_id(out['quantities'][quantity]['id']).name}.{quantity}"
-        assert source in [c["source"] for c in candidates[quantity]]
     report = (folder / "REPORT.md").read_text()
     assert "speed_kmh" in report and "confidence" in report.lower()
     table = main(["learn", str(log), "--name", "my-alto", "--out", str(tmp_path / "cars")])
     assert table == 0 and "speed_kmh" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(180)
+def test_inspect_shows_the_learnt_signals_as_candidates(tmp_path, capsys):
+    layout = seeded_layout(3)
+    log = tmp_path / "drive.log"
+    write_log(log, LEARN_DRIVE, broadcast=layout.schedule())
+    code, out, err = _learn(capsys, log, "--name", "my-alto", "--out", tmp_path)
+    assert code == 0, err
+    db = cantools.database.load_file(str(tmp_path / "my-alto" / "my-alto.dbc"))
+    assert main(["inspect", str(log), "--vehicle", str(tmp_path / "my-alto"), "--format", "json"]) == 0
+    candidates = json.loads(capsys.readouterr().out)["candidates"]
+    for quantity in ("speed_kmh", "engine_rpm"):
+        source = f"{db.get_message_by_frame_id(out['quantities'][quantity]['id']).name}.{quantity}"
+        assert source in [c["source"] for c in candidates[quantity]]
 
 
 @pytest.mark.timeout(60)
