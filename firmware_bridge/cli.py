@@ -1,4 +1,4 @@
-"""The ``firmware-bridge`` command: run, demo, replay, stats, decode, simulate (DESIGN §2).
+"""The ``firmware-bridge`` command: run, demo, replay, stats, decode, simulate .
 
 Exit codes: 0 success, 2 bad usage or bad input (one line on stderr), 1 any other failure.
 """

@@ -37,7 +37,8 @@ S_PER_H = 3600.0
 KMH_PER_MS = 3.6
 
 #: Commanded lambda assumed during power enrichment (fuel system status 4 at high load) when the ECU does
-#: not report PID 0x44: enrichment runs at lambda 0.85-0.9 (REFERENCE.md, fuel maths).
+#: not report PID 0x44: enrichment runs at lambda 0.85-0.9 (J. B. Heywood, "Internal Combustion Engine
+#: Fundamentals", 1988, ch. 7: full-load mixtures).
 ENRICHMENT_LAMBDA = 0.88
 
 #: Intake air temperature assumed when neither IAT nor ambient temperature is known, degC (ISO 1585 25 °C).

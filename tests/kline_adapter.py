@@ -1,5 +1,5 @@
 """Fake ELM327 adapters on K-line for the tests: one answering from a recorded phone-app transcript (the 2008
-Suzuki Jimny in ../shared/real/), one answering from the simulator's ECU in ISO 9141-2 or ISO 14230-4 header
+Suzuki Jimny among the real recordings), one answering from the simulator's ECU in ISO 9141-2 or ISO 14230-4 header
 formats. Both serve the ELM327 text protocol to a pseudo-terminal, so the agent, `firmware-bridge` in a
 subprocess and python-OBD open them as they would a real adapter.
 """

@@ -1,4 +1,4 @@
-"""Fuel formulas against the worked figures in REFERENCE.md (fuel maths)."""
+"""Fuel formulas against worked figures (MAF and speed-density methods, CO2 per litre)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""dbc/mitsubishi_i_miev.dbc against the published i-MiEV facts (REFERENCE.md): test frames, formulas, routing."""
+"""The i-MiEV car's DBC against the published i-MiEV facts (OVMS, KommyKT, bonybrown): test frames, formulas, routing."""
 
 import json
 

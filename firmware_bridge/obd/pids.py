@@ -28,7 +28,7 @@ def _by_length(groups: dict[int, tuple[int, ...]]) -> dict[int, int]:
     return {pid: n for n, pid_list in groups.items() for pid in pid_list}
 
 
-#: Data bytes (A, B, ...) after the PID in a mode 01 answer, SAE J1979 (REFERENCE.md PID table); what a
+#: Data bytes (A, B, ...) after the PID in a mode 01 answer, SAE J1979 mode 01; what a
 #: multi-PID answer is cut by. PIDs missing here make an answer unsplittable, never misread.
 DATA_BYTES: dict[int, int] = _by_length({
     1: (0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0D, 0x0E, 0x0F, 0x11, 0x12, 0x13, 0x1C, 0x1D, 0x1E,
@@ -39,7 +39,7 @@ DATA_BYTES: dict[int, int] = _by_length({
     4: (*SUPPORT_BITMAP_PIDS, 0x01, *range(0x24, 0x2C), *range(0x34, 0x3C), 0x41, 0x4F, 0x50, 0xA6),
 })
 
-#: PIDs the bundled DBC decodes, by what the analytics need them for (REFERENCE.md PID table).
+#: PIDs the bundled DBC decodes, by what the analytics need them for (SAE J1979 mode 01).
 SPEED_RPM_PIDS = (0x0D, 0x0C)
 THROTTLE_PID = 0x11
 FUEL_RATE_PID = 0x5E

@@ -34,7 +34,7 @@ _S_PER_MIN = 60.0
 _REVS_PER_INTAKE = 2.0
 _J_PER_KWH = 1000.0 * S_PER_H
 
-#: J1979 PID 0x03 codes (REFERENCE.md); 0 = not reported, used while the engine is stopped.
+#: SAE J1979 PID 0x03 codes; 0 = not reported, used while the engine is stopped.
 FUEL_STATUS_ENGINE_OFF = 0
 FUEL_STATUS_OPEN_LOOP_COLD = 1
 FUEL_STATUS_CLOSED_LOOP = 2

@@ -22,13 +22,13 @@ from firmware_bridge.sim.cycles import Cycle
 IMIEV_DBC_PATH = bundled_folder("mitsubishi-i-miev") / "mitsubishi_i_miev.dbc"
 _S_PER_MIN = 60.0
 _W_PER_KW = 1000.0
-#: i-MiEV shift lever code for D (REFERENCE.md, 0x418).
+#: i-MiEV shift lever code for D (published reverse-engineering, 0x418).
 SHIFT_D = 0x44
 
 
 @dataclass(frozen=True)
 class EvConfig:
-    """An i-MiEV-like kei EV. Battery, cells, voltage and the 47 kW cap are the i-MiEV's (REFERENCE.md); the
+    """An i-MiEV-like kei EV. Battery, cells, voltage and the 47 kW cap are the i-MiEV's (Mitsubishi's catalog); the
     rest are plausible round numbers, not a spec sheet.
 
     Tuned so Japan's WLTC takes about 100 Wh/km out of the pack (DC; the catalog's AC figures run higher).
@@ -57,7 +57,7 @@ class EvConfig:
     max_power_kw: float = 47.0
     reduction_ratio: float = 7.065
     tyre_circumference_m: float = 1.81
-    #: The published 0x412 test frame's odometer (REFERENCE.md).
+    #: The published 0x412 test frame's odometer (OVMS vehicle_mitsubishi).
     odometer_start_km: float = 94759.0
     #: What the car's range display assumes per km.
     range_wh_per_km: float = 125.0

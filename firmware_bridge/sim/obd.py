@@ -3,7 +3,7 @@ the diagnostic services (02 freeze frame, 03/07/0A trouble codes, 04 clear, 09 V
 configurable `EcuDiagnostics`, over 11-bit or 29-bit CAN identifiers.
 
 Deliberately independent of any DBC: tests decode these bytes with `dbc/obd2.dbc`, so an error in either side
-shows up as a disagreement instead of cancelling out. Formulas: REFERENCE.md, "OBD-II over CAN" table.
+shows up as a disagreement instead of cancelling out. Formulas: SAE J1979 mode 01.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from firmware_bridge.errors import InputError
 DEFAULT_VEHICLE = "generic-kei"
 FUELS = ("gasoline", "electric")
 
-#: Speed domain (DESIGN §1) -> WLTC phase a Japanese catalog quotes for it (市街地 L, 郊外 M, 高速道路 H).
+#: Speed domain -> WLTC phase a Japanese catalog quotes for it (市街地 L, 郊外 M, 高速道路 H).
 DOMAIN_TO_WLTC_PHASE = {"urban": "low", "suburban": "medium", "motorway": "high"}
 
 

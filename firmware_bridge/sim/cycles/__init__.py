@@ -15,7 +15,7 @@ from firmware_bridge.constants import S_PER_H
 #: WLTC class 3b trace: UN GTR No. 15 Annex 1, values from the `wltp` package (EUPL 1.1, see the CSV header).
 _WLTC_CSV = "wltc_class3b.csv"
 
-#: End of the WLTC High phase: Japan's catalog WLTC is Low + Medium + High, without Extra-high (REFERENCE.md).
+#: End of the WLTC High phase: Japan's catalog WLTC is Low + Medium + High, without Extra-high (MLIT type approval).
 _WLTC_JP_END_S = 1477
 
 CYCLE_NAMES = ("wltc", "wltc-jp")
