@@ -348,7 +348,7 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
     from firmware_bridge.obd.poller import ObdPoller, poll_settings
     from firmware_bridge.sinks.console import LiveView
     from firmware_bridge.sources.gps import GpsReceiver
-    from firmware_bridge.sources.live import run_live
+    from firmware_bridge.sources.live import BusHealth, run_live
     from firmware_bridge.watch import BusWatch
 
     polling = args.obd if args.obd is not None else config["obd"]["enabled"]
@@ -361,7 +361,9 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
         print(f"firmware-bridge: writing {where}", file=sys.stderr)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
-    listeners = []
+    bus_health = BusHealth(bus, source)  # every frame the interface delivers, before decoding
+    outputs.health.bus = bus_health
+    listeners = [bus_health]
     poller = None
     view = LiveView(pipeline) if config["output"]["console"] else None
     if polling:
@@ -381,6 +383,10 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
 
     def on_tick():
         nonlocal next_ping, starving
+        was_off = bus_health.bus_off_count
+        bus_health.poll()
+        if bus_health.bus_off_count != was_off and (point := outputs.health.point(clock.now())) is not None:
+            outputs.emit(point)  # the agent point says so at once: no samples arrive from a bus that is off
         if view is not None:
             if poller is not None and diagnostics.summary:
                 view.notes["dtc"] = diagnostics.summary
@@ -434,17 +440,16 @@ def cmd_run(args) -> int:
     from firmware_bridge.clock import RealClock
     from firmware_bridge.config import bus_settings
     from firmware_bridge.sinks.console import trips_table
-    from firmware_bridge.sources.bus import bus_filters, open_bus
+    from firmware_bridge.sources.bus import open_bus
 
     config = _config(args)
     pipeline = _pipeline(args, config)
     pipeline.tracker.keep_finished = RUN_TRIPS_KEPT
     settings = bus_settings(config, args.interface, args.channel, args.bitrate)
-    learning = config["learn"]["enabled"]  # learning needs every frame, not only the decoded ones
     if settings["interface"] == "none":  # no CAN bus at all: a GPS-only car
         bus, source = None, "no CAN bus"
     else:
-        bus = open_bus(filters=None if learning else bus_filters(pipeline.decoder.db), **settings)
+        bus = open_bus(**settings)  # no kernel filters: the health figures (and learning) need every frame
         source = ":".join(str(settings[k]) for k in ("interface", "channel") if settings[k] is not None) + (
             f" at {settings['bitrate']} bit/s" if settings["bitrate"] else "")
     try:

@@ -22,6 +22,9 @@ class AgentHealth:
                  sender=None) -> None:
         self.pipeline, self.vehicle_id, self.bitrate = pipeline, vehicle_id, bitrate or 500_000
         self.spool, self.spool_writer, self.sender = spool, spool_writer, sender
+        #: A live bus's :class:`~firmware_bridge.sources.live.BusHealth` (every frame the interface delivers);
+        #: without one (replay), frames/s and bus load come from the frames read.
+        self.bus = None
         self._last: tuple[float, int, int] | None = None  # (frame time, frames, bits)
 
     def point(self, t: float | None = None) -> Point | None:
@@ -30,17 +33,22 @@ class AgentHealth:
         if t is None:
             return None
         counts = self.pipeline.decoder.counts
-        fields: dict[str, float] = {
+        fields: dict[str, float | str] = {
             "frames_total": float(counts.total),
             "decode_errors": float(counts.unknown + counts.malformed),
             "unknown_frames": float(counts.unknown),
             "malformed_frames": float(counts.malformed),
         }
+        frames, bits = counts.total, self.pipeline.bus_bits
+        if self.bus is not None:
+            frames, bits = self.bus.frames, self.bus.bits
+            fields.update(bus_frames=float(frames), error_frames=float(self.bus.error_frames),
+                          bus_off_count=float(self.bus.bus_off_count), bus_state=self.bus.state)
         if self._last is not None and t > self._last[0]:
             dt = t - self._last[0]
-            fields["frames_per_s"] = (counts.total - self._last[1]) / dt
-            fields["bus_load_pct"] = 100.0 * (self.pipeline.bus_bits - self._last[2]) / (self.bitrate * dt)
-        self._last = (t, counts.total, self.pipeline.bus_bits)
+            fields["frames_per_s"] = (frames - self._last[1]) / dt
+            fields["bus_load_pct"] = 100.0 * (bits - self._last[2]) / (self.bitrate * dt)
+        self._last = (t, frames, bits)
         dropped = 0
         if self.spool is not None:
             batches, points, size = self.spool.depth()

@@ -53,19 +53,21 @@ class Source:
     fmt: str
 
 
-def opendbc_names() -> dict[str, Path | None]:
-    """opendbc's databases by name: its top-level files (path), and the generated ones (None: built on use)."""
+def _generator():
     try:
         from opendbc.dbc.generator import generator
     except ImportError:
-        raise InputError("opendbc: not installed: pip install 'firmware-bridge[opendbc]'") from None
+        raise InputError("opendbc: not installed: pip install opendbc") from None
+    return generator
+
+
+def opendbc_names() -> dict[str, Path | None]:
+    """opendbc's databases by name: its top-level files (path), and those its generator builds (None)."""
+    generator = _generator()
     folder = Path(generator.generator_path).parent
     names: dict[str, Path | None] = {p.stem: p for p in sorted(folder.glob("*.dbc"))}
-    for src_dir in sorted(Path(generator.generator_path).iterdir()):
-        if src_dir.is_dir():
-            for p in sorted(src_dir.glob("*.dbc")):
-                if not p.name.startswith("_"):
-                    names.setdefault(p.stem + "_generated", None)
+    for name in sorted(generator.generate_all()):
+        names.setdefault(name, None)
     return names
 
 
@@ -79,9 +81,7 @@ def _opendbc_source(spec: str) -> Source:
     path = names[name]
     if path is not None:
         return Source(spec, path.read_text(encoding="utf-8", errors="replace"), "dbc")
-    from opendbc.dbc.generator.generator import generate_all  # opendbc's own generator: includes joined
-
-    generated = generate_all()
+    generated = _generator().generate_all()  # opendbc's own generator: sources with their includes joined
     if name not in generated:
         raise InputError(f"{spec}: opendbc's generator did not produce it")
     return Source(spec, generated[name], "dbc")
@@ -213,7 +213,8 @@ def parse(src: Source) -> tuple[cantools.database.Database, list[str]]:
 
 
 def load_database(user_dbcs: list[str | Path] = (), bundled: bool = True) -> cantools.database.Database:
-    """One database holding every message; a later file's frame ID overrides an earlier one's."""
+    """One database holding every message; a later file's frame ID overrides an earlier one's. What a tolerant
+    pass forgave is one WARNING per file."""
     db = cantools.database.Database(strict=False)  # each file was checked as strictly as it allows
     specs = [bundled_dbc_path(name) for name in BUNDLED_DBCS] if bundled else []
     for spec in [*specs, *user_dbcs]:

@@ -1,4 +1,9 @@
-"""Live buses through python-can: any interface python-can knows (socketcan, slcan, virtual, plug-ins)."""
+"""Live buses through python-can: any interface python-can knows (socketcan, slcan, virtual, plug-ins).
+
+``run`` opens its bus without kernel or driver filters: the bus health figures (frames/s, bus load, error
+frames, bus-off) need every frame the interface delivers, and a frame no database describes costs one table
+look-up. :func:`bus_filters` is what a filter must let through to lose nothing the decoders use.
+"""
 
 from __future__ import annotations
 

@@ -41,8 +41,12 @@ class _Columns:
         direction = cols[self.direction].lower() if self.direction is not None else "rx"
         return can.Message(timestamp=_seconds(cols[self.t]), arbitration_id=int(cols[self.id], 16),
                            is_extended_id=cols[self.extended].lower() in _TRUE, is_rx=direction != "tx",
-                           channel=int(cols[self.bus]) if self.bus is not None else None,
+                           channel=_channel(cols[self.bus]) if self.bus is not None else None,
                            is_fd=length > 8, dlc=length, data=bytes(int(b, 16) for b in data))
+
+
+def _channel(bus: str) -> int | str:
+    return int(bus) if bus.isdigit() else bus
 
 
 def _seconds(stamp: str) -> float:
