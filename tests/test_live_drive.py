@@ -11,7 +11,7 @@ from conftest import run_cli
 from livedrive import live_drive
 
 #: Speed-density assumes the profile's constant VE 0.85; the simulated engine's true VE runs from 0.8075 at idle
-#: to 0.85 at 4000 rpm, so the estimate can read up to 5 % high (measured: +0.7 % on Japan's WLTC, +1.1 % on
+#: to 0.85 at 4000 rpm, so the estimate can read up to 5 % high (measured: +0.57 % on
 #: WLTC 3b; see README "Accuracy").
 MAP_ONLY_TOLERANCE = 0.05
 
