@@ -163,3 +163,13 @@ def test_run_reads_positions_from_a_real_gpsd(tmp_path):
         assert float(p["fix"]) >= 2.0
     assert float(with_fix[-1]["fix"]) == 3.0 and float(with_fix[-1]["satellites"]) == 9.0
     assert max(float(p["speed_kmh"]) for p in with_fix) == pytest.approx(33.0, abs=0.1)  # GPS speed: the speed
+
+
+def test_harsh_events_from_gps_speed(tmp_path):
+    """With only a GPS, a hard launch and a hard stop are harsh events like a car's own speed gives them."""
+    speeds = [0.0] * 5 + [12.0 * i for i in range(5)] + [48.0] * 60 + [48.0 - 12.0 * i for i in range(1, 5)] + [0.0] * 5
+    log = tmp_path / "harsh.nmea"
+    write_nmea(log, Cycle("harsh", tuple(speeds)))
+    out, _ = stats(log, "--vehicle", "gps-only")
+    (trip,) = out["trips"]
+    assert trip["harsh_accel_events"] == 1 and trip["harsh_brake_events"] == 1
