@@ -23,7 +23,6 @@ from firmware_bridge.sim.runner import LOG_START_UNIX_S
 
 #: The satellites the receiver uses (PRNs), and its satellites-in-view sentences: 4 a sentence.
 SATELLITES = ("02", "05", "07", "09", "13", "15", "18", "20", "30")
-GSV: list[str] = []
 
 
 @dataclass
@@ -50,9 +49,17 @@ def nmea_sentence(body: str, corrupt: bool = False) -> str:
     return f"${body}*{check}\n"
 
 
-for _n in range(0, len(SATELLITES), 4):
-    _sats = "".join(f",{prn},{30 + 5 * i},{40 * i % 360:03d},42" for i, prn in enumerate(SATELLITES[_n:_n + 4], _n))
-    GSV.append(nmea_sentence(f"GPGSV,{(len(SATELLITES) + 3) // 4},{_n // 4 + 1},{len(SATELLITES):02d}{_sats}"))
+def _satellites_in_view() -> list[str]:
+    """GSV sentences of :data:`SATELLITES` (elevation, azimuth and SNR made up, the same every second)."""
+    sentences = []
+    for first in range(0, len(SATELLITES), 4):
+        sats = "".join(f",{prn},{30 + 5 * i},{40 * i % 360:03d},42"
+                       for i, prn in enumerate(SATELLITES[first:first + 4], first))
+        sentences.append(nmea_sentence(f"GPGSV,{(len(SATELLITES) + 3) // 4},{first // 4 + 1},{len(SATELLITES):02d}{sats}"))
+    return sentences
+
+
+GSV = _satellites_in_view()
 
 
 def _coord(value: float, positive: str, negative: str, degree_digits: int) -> tuple[str, str]:

@@ -10,6 +10,7 @@ counted and never used; so is a corrupt sentence (bad checksum or field), report
 
 from __future__ import annotations
 
+import gzip
 import heapq
 import json
 import math
@@ -185,8 +186,6 @@ def split_gps_logs(paths: Iterable[str | Path]) -> tuple[list, list]:
 
 
 def _nmea_file(path: Path, problems, counts: GpsCounts) -> Iterator[DecodedFrame]:
-    import gzip
-
     fixes = FixFilter(counts)
     number = 0
 
@@ -308,12 +307,15 @@ class GpsReceiver:
                                 speed * k.KMH_PER_MS if speed is not None else None, tpv.get("track"),
                                 tpv.get("altMSL", tpv.get("alt")), used)
 
+    def _corrupt(self, what: str) -> None:
+        self.counts.corrupt += 1
+
     def _serial(self) -> None:
         import serial
 
         port, _, baud = self.source.partition("@")
         with serial.serial_for_url(port, baudrate=int(baud or 4800), timeout=1.0) as link:
-            reader = NmeaFixes(self.fixes, lambda what: setattr(self.counts, "corrupt", self.counts.corrupt + 1))
+            reader = NmeaFixes(self.fixes, self._corrupt)
             while not self._stop.is_set():
                 line = link.readline().decode("ascii", errors="replace")
                 if line:
