@@ -28,12 +28,12 @@ import can
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import Sender, hour_drive_log, live_agent, repeated_drives_log, table  # noqa: E402
+from support import SIM_VEHICLE, Sender, hour_drive_log, live_agent, repeated_drives_log, table  # noqa: E402
 
 from firmware_bridge.config import load_config  # noqa: E402
 from firmware_bridge.health import rss_mb  # noqa: E402
 from firmware_bridge.replay import replay_blocks  # noqa: E402
-from firmware_bridge.pipeline import Pipeline  # noqa: E402
+from firmware_bridge.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from firmware_bridge.sources import frame_blocks  # noqa: E402
 from firmware_bridge.sinks.outputs import Outputs  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
@@ -75,7 +75,7 @@ def replay_rss(frames: int) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(None)
         config["output"]["line_protocol"] = str(Path(tmp) / "points.lp")
-        pipeline = Pipeline()
+        pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
         outputs = Outputs(pipeline, config, "kei", replay=True)
         samples.append(rss_mb())
         started = time.perf_counter()

@@ -21,20 +21,20 @@ import can
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import WORK_DIR, repeated_drives_log, seconds, table  # noqa: E402
+from support import SIM_VEHICLE, WORK_DIR, repeated_drives_log, seconds, table  # noqa: E402
 
 from firmware_bridge.analytics.points import PointEmitter  # noqa: E402
 from firmware_bridge.decode.batch import BatchDecoder  # noqa: E402
 from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
-from firmware_bridge.pipeline import Pipeline  # noqa: E402
+from firmware_bridge.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
 from firmware_bridge.sinks.line_protocol import to_line  # noqa: E402
 from firmware_bridge.sources.logs import LogProblems, read_logs  # noqa: E402
 
 
 def naive_pipeline() -> Pipeline:
-    pipeline = Pipeline()
+    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
     pipeline.decoder = FrameDecoder(pipeline.decoder.db)
     return pipeline
 
@@ -48,14 +48,14 @@ def read_fast(path: Path) -> int:
 
 
 def decode_naive(path: Path) -> int:
-    decoder = FrameDecoder(Pipeline().decoder.db)
+    decoder = FrameDecoder(Pipeline(PipelineOptions(vehicle=SIM_VEHICLE)).decoder.db)
     for msg in read_logs([path], LogProblems()):
         decoder.decode(msg)
     return decoder.counts.decoded
 
 
 def decode_fast(path: Path) -> int:
-    pipeline = Pipeline()
+    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
     batch = BatchDecoder(pipeline.decoder, pipeline.obd_answers)
     for block in read_blocks([path], LogProblems()):
         for _ in batch.frames(block):
@@ -73,7 +73,7 @@ def stats_naive(path: Path, points: bool = False) -> str:
 
 
 def stats_fast(path: Path, points: bool = False) -> str:
-    pipeline = Pipeline()
+    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
     emitted = _points(pipeline) if points else None
     problems = LogProblems()
     replay_blocks(pipeline, read_blocks([path], problems))

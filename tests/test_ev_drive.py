@@ -3,11 +3,13 @@ integrates pack power −V·I; trip energy, regeneration, Wh/km and SoC are held
 and the trip and vehicle points land in a real InfluxDB."""
 
 import json
+import shutil
 
 import pytest
 
 from firmware_bridge.pipeline import PipelineOptions
 from firmware_bridge.sim import EvConfig, load_cycle
+from firmware_bridge.vehicles import bundled_folder
 
 from conftest import obd_drive, run_cli, write_log
 from livedrive import live_drive
@@ -78,10 +80,13 @@ def test_simulated_ev_log_replays_and_compares_with_a_catalog(tmp_path):
     result = run_cli("simulate", "--ev", "--cycle", "wltc-jp", "--out", log)
     assert result.returncode == 0, result.stderr
     truth_kwh = float(result.stderr.split("true pack energy ")[1].split(" kWh")[0])
-    # a Sakura-like catalog on the i-MiEV's frames: Wh/km per domain against WLTC L/M/H
-    profile = tmp_path / "kei-ev.toml"
-    profile.write_text('fuel = "electric"\ndbc = ["mitsubishi_i_miev.dbc"]\n[catalog]\nwltc_wh_per_km = 124\n'
-                       'wltc_low_wh_per_km = 100\nwltc_medium_wh_per_km = 113\nwltc_high_wh_per_km = 142\n')
+    # a Sakura-like catalog on the i-MiEV's frames: Wh/km per domain against WLTC L/M/H, in a car folder of
+    # one's own made from the i-MiEV's
+    profile = tmp_path / "kei-ev"
+    shutil.copytree(bundled_folder("mitsubishi-i-miev"), profile)
+    (profile / "profile.toml").write_text('fuel = "electric"\ndbc = ["mitsubishi_i_miev.dbc"]\n[catalog]\n'
+                                          'wltc_wh_per_km = 124\nwltc_low_wh_per_km = 100\n'
+                                          'wltc_medium_wh_per_km = 113\nwltc_high_wh_per_km = 142\n')
     [trip] = json.loads(run_cli("stats", log, "--vehicle", profile, "--format", "json").stdout)["trips"]
     assert trip["energy_kwh"] == pytest.approx(truth_kwh, rel=0.01)
     assert trip["catalog_pct"] == pytest.approx(100 * 124 / trip["economy_wh_per_km"])
