@@ -44,13 +44,14 @@ def survey_logs(logs: list[str], dbc: list[str], vehicle: str | None = None) -> 
     if not chosen and fits and fits[0]["name"] != OBD_DATABASE:
         # Nothing named: decode with the database that fits best too, so there are signals to rank.
         chosen = [fits[0]["name"]]
-        db.messages.extend(m for m in databases[chosen[0]].messages
-                           if m.frame_id not in {known.frame_id for known in db.messages})
+        known = {m.frame_id for m in db.messages}
+        db.messages.extend(m for m in databases[chosen[0]].messages if m.frame_id not in known)
         db.refresh()
     decoder = LiveDecoder(db, wanted=None)
+    batch = BatchDecoder(decoder)
     problems = LogProblems()
     for block in read_blocks(logs, problems):
-        for frame in BatchDecoder(decoder).frames(block, every_signal=True):
+        for frame in batch.frames(block, every_signal=True):
             survey.add_frame(frame, db)
     report_problems(problems)
     frames = decoder.counts.as_dict()
