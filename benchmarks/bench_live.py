@@ -33,11 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import Sender, live_agent, one_drive_log, table  # noqa: E402
+from support import Sender, live_agent, one_drive_log, table, use_cantools  # noqa: E402
 
 from firmware_bridge.clock import RealClock  # noqa: E402
 from firmware_bridge.config import load_config  # noqa: E402
-from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
 from firmware_bridge.sinks.outputs import Outputs  # noqa: E402
 from firmware_bridge.sources.live import run_live  # noqa: E402
@@ -82,7 +81,7 @@ def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: b
     with tempfile.TemporaryDirectory() as tmp:
         pipeline, outputs = live_agent(Path(tmp), flush_s)
         if cantools:
-            pipeline.decoder = FrameDecoder(pipeline.decoder.db)
+            use_cantools(pipeline)
         latency = CommitLatency(pipeline, outputs)
         sender = Sender(car_bus, log, rate, seconds)
         stop = threading.Event()
@@ -101,7 +100,7 @@ def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: b
                 finished_at[0] = time.monotonic()
             drained()
 
-        run_live(agent_bus, pipeline, RealClock(), stop, on_tick=on_tick, tick_wall_s=0.05)
+        run_live(agent_bus, pipeline, RealClock(), stop, on_tick=on_tick)
         wall_s, cpu_s = time.monotonic() - wall0, time.process_time() - cpu0
         latency.recording = False
         outputs.close(drain_stall_s=0.1)

@@ -1,8 +1,7 @@
 """Replay speed: the fast path against the naive one, side by side in the same run, on a >= 1M-frame log.
 
 Naive: python-can's reader (candump lines checked by the same regular expression as before) and cantools
-``Message.decode`` per frame (``FrameDecoder``), feeding ``Pipeline.feed``: the agent's path before the fast
-one. Fast: ``read_blocks`` (numpy candump parser; BLF through python-can) and ``replay_blocks`` (compiled
+``Message.decode`` per frame (``FrameDecoder``), feeding the pipeline python-can's messages. Fast: ``read_blocks`` (numpy candump parser; BLF through python-can) and ``replay_blocks`` (compiled
 layouts, numpy per message). Both feed the same vehicle state and trip analytics; the stats JSON must come out
 identical or the benchmark fails. Stages are timed separately so the table shows where the time goes.
 
@@ -15,15 +14,18 @@ import argparse
 import hashlib
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 import can
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support import SIM_VEHICLE, WORK_DIR, repeated_drives_log, seconds, table  # noqa: E402
+from support import (  # noqa: E402
+    REAL_CIVIC, REAL_DIR, SIM_VEHICLE, WORK_DIR, repeated_drives_log, repeated_real_log, seconds, table, use_cantools)
 
 from firmware_bridge.analytics.points import PointEmitter  # noqa: E402
+from firmware_bridge.analytics.settings import AnalyticsSettings  # noqa: E402
 from firmware_bridge.decode.batch import BatchDecoder  # noqa: E402
 from firmware_bridge.replay import replay_blocks  # noqa: E402
 from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
@@ -33,9 +35,15 @@ from firmware_bridge.sinks.line_protocol import to_line  # noqa: E402
 from firmware_bridge.sources.logs import LogProblems, read_logs  # noqa: E402
 
 
-def naive_pipeline() -> Pipeline:
-    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
-    pipeline.decoder = FrameDecoder(pipeline.decoder.db)
+def _options(vehicle: str) -> PipelineOptions:
+    # the real recordings are 20 s drives: trips that short are kept
+    settings = AnalyticsSettings(min_trip_s=10.0) if vehicle != SIM_VEHICLE else AnalyticsSettings()
+    return PipelineOptions(vehicle=vehicle, settings=settings)
+
+
+def naive_pipeline(vehicle: str = SIM_VEHICLE) -> Pipeline:
+    pipeline = Pipeline(_options(vehicle))
+    use_cantools(pipeline)
     return pipeline
 
 
@@ -63,17 +71,17 @@ def decode_fast(path: Path) -> int:
     return batch.counts.decoded
 
 
-def stats_naive(path: Path, points: bool = False) -> str:
-    pipeline = naive_pipeline()
+def stats_naive(path: Path, points: bool = False, vehicle: str = SIM_VEHICLE) -> str:
+    pipeline = naive_pipeline(vehicle)
     emitted = _points(pipeline) if points else None
     problems = LogProblems()
-    pipeline.feed_all(read_logs([path], problems))
+    pipeline.feed_messages(read_logs([path], problems))
     pipeline.finish()
     return _result(pipeline, problems, emitted)
 
 
-def stats_fast(path: Path, points: bool = False) -> str:
-    pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
+def stats_fast(path: Path, points: bool = False, vehicle: str = SIM_VEHICLE) -> str:
+    pipeline = Pipeline(_options(vehicle))
     emitted = _points(pipeline) if points else None
     problems = LogProblems()
     replay_blocks(pipeline, read_blocks([path], problems))
@@ -114,6 +122,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1_000_000, help="at least this many frames (default 1M)")
     parser.add_argument("--no-blf", action="store_true", help="skip the BLF rows (writing the BLF takes a while)")
+    parser.add_argument("--real-copies", type=int, default=20,
+                        help="copies of the real Civic recording (default 20: about 675k frames)")
     args = parser.parse_args()
     log, frames = repeated_drives_log(args.frames)
     print(f"replay benchmark: {log} ({frames:,} frames, {log.stat().st_size / 2**20:.0f} MB; "
@@ -125,8 +135,18 @@ def main() -> int:
         blf = blf_copy(log, frames)
         cases.append(("stats BLF", stats_naive, stats_fast, blf))
         cases.append(("replay BLF (points made)", lambda p: stats_naive(p, True), lambda p: stats_fast(p, True), blf))
+    real = repeated_real_log(REAL_CIVIC, args.real_copies)
+    if real is None:
+        print(f"  (no real recordings at {REAL_DIR}: the real-car rows are left out)")
+    else:
+        civic = {"vehicle": "honda-civic"}
+        cases.append((f"stats real Civic candump (x{args.real_copies})", partial(stats_naive, **civic),
+                      partial(stats_fast, **civic), real))
+        cases.append((f"replay real Civic (x{args.real_copies}, points made)",
+                      partial(stats_naive, points=True, **civic), partial(stats_fast, points=True, **civic), real))
     rows, failed = [], False
     for name, naive, fast, path in cases:
+        frames = read_fast(path)
         naive_s, naive_out = seconds(naive, path)
         fast_s, fast_out = seconds(fast, path)
         same = naive_out == fast_out

@@ -7,12 +7,16 @@ timestamps moved on by one drive and a 15-minute park each time, so each copy is
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import can
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the naive baseline: tests/oracle.py
+from oracle import use_cantools  # noqa: E402,F401
 
 from firmware_bridge.config import load_config
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
@@ -141,3 +145,29 @@ class Sender(threading.Thread):
         except StopIteration:
             pass
         self.cpu_s = time.thread_time()
+
+
+#: Recordings of real cars beside the repository (see the README's Performance section); absent elsewhere.
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "real"
+#: The 8th-generation Civic's broadcast recording: 33,740 frames, 20 s of driving.
+REAL_CIVIC = "civic8th_vsslog.log"
+
+
+def repeated_real_log(name: str, copies: int) -> Path | None:
+    """A real candump recording repeated ``copies`` times, each copy 15 minutes after the last one ended (None:
+    the recordings are not here)."""
+    source = REAL_DIR / name
+    if not source.exists():
+        return None
+    target = WORK_DIR / f"{source.stem}-x{copies}.log"
+    if not target.exists():
+        lines = source.read_text().splitlines()
+        times = [float(line[1:line.index(")")]) for line in lines]
+        span_s = max(times) - min(times) + 900.0
+        partial = target.with_suffix(".partial")
+        with open(partial, "w") as out:
+            for copy in range(copies):
+                for t, line in zip(times, lines):
+                    out.write(f"({t + copy * span_s:.6f}){line[line.index(')') + 1:]}\n")
+        partial.rename(target)
+    return target

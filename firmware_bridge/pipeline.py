@@ -1,4 +1,4 @@
-"""The stages wired together: frames → decode → vehicle state → analytics (→ sinks).
+"""The stages wired together: blocks of frames → decode → vehicle state → trip segments → analytics (→ sinks).
 
 One object for live buses, the simulator and log replay alike, so a drive gives the same numbers whichever
 way its frames arrive.
@@ -10,15 +10,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import can
+import numpy as np
 
 from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.analytics.tracker import TripTracker
 from firmware_bridge.decode.dbc import load_database
-from firmware_bridge.decode.decoder import FrameDecoder
+from firmware_bridge.decode.batch import BatchDecoder
+from firmware_bridge.decode.decoder import FrameCounts
 from firmware_bridge.decode.live import LiveDecoder
 from firmware_bridge.obd.isotp import ObdAnswers
-from firmware_bridge.records import DecodedFrame, Sample
+from firmware_bridge.records import DecodedFrame, SampleBlock, Segment
+from firmware_bridge.sources.frame_blocks import FrameBlock, block_of_messages
 from firmware_bridge.sources.gps import GpsCounts
 from firmware_bridge.state.vehicle import VehicleState, check_signal_map, load_signal_map
 from firmware_bridge.vehicles import VehicleProfile, load_vehicle
@@ -36,8 +39,17 @@ class PipelineOptions:
 OVERHEAD_BITS_11, OVERHEAD_BITS_29 = 47, 67
 
 
+#: Frames per block when messages are handed over one list at a time (live ticks, the simulator).
+MESSAGE_BLOCK_FRAMES = 4096
+
+
 class Pipeline:
-    """Feeds frames through decode, vehicle state and trip analytics; listeners see samples and trips."""
+    """Feeds blocks of frames through decode, vehicle state and trip analytics; listeners see segments of
+    samples, finished trips and (when asked for raw signals) decoded frames.
+
+    A block is whatever arrives together: a few MB of a log, or the frames a live bus gave during one tick.
+    Every stage works on whole blocks, and a drive gives the same figures and points however it is cut.
+    """
 
     def __init__(self, options: PipelineOptions | None = None) -> None:
         options = options or PipelineOptions()
@@ -47,53 +59,71 @@ class Pipeline:
         for routes in (self.profile.signal_map, options.signal_map):
             if routes is not None:
                 check_signal_map(routes, database)
-        self.state = VehicleState(load_signal_map(options.signal_map, self.profile.signal_map))
-        # Frames are decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
-        self.decoder: LiveDecoder | FrameDecoder = LiveDecoder(database, self.state.wanted_signals())
+        self.obd_answers = ObdAnswers()  # multi-frame / multi-PID OBD-II answers -> single-PID frames
+        self.use_state(VehicleState(load_signal_map(options.signal_map, self.profile.signal_map)), database)
         self.tracker = TripTracker(options.settings, self.profile)
-        self.tracker.times = self.state.times
-        self.sample_listeners: list[Callable[[Sample, dict[str, float]], None]] = []
+        self.segment_listeners: list[Callable[[Segment], None]] = []
+        #: Listeners' next due times (``None``: none): a segment ends at the first sample at or after the earliest.
+        self.due_listeners: list[Callable[[], float | None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
-        # Owners of sample listeners that also take a replayed stretch of samples at once (``due_t`` and
-        # ``on_stretch``, see analytics/fastforward.py): replay fast-forwards only when every listener is one.
-        self.stretch_listeners: list = []
-        self.obd_answers = ObdAnswers()  # multi-frame / multi-PID OBD-II answers -> single-PID frames
         self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
         self.gps_counts = GpsCounts()  # GPS fixes used and left out (NMEA logs, gpsd, a serial receiver)
         self.bus_bits = 0
 
-    def feed(self, msg: can.Message) -> None:
-        self.last_t = msg.timestamp
-        self.bus_bits += (OVERHEAD_BITS_29 if msg.is_extended_id else OVERHEAD_BITS_11) + 8 * len(msg.data)
-        parts = self.obd_answers.split(msg)
-        if parts is None:
-            self._decode(msg)
-        else:
-            for part in parts:
-                self._decode(part)
+    def use_state(self, state: VehicleState, database, counts: FrameCounts | None = None) -> None:
+        """Read frames with this vehicle state (its signal map) and database from now on; ``counts`` carries
+        the frame counts over."""
+        self.state = state
+        # Frames are decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
+        self.decoder = LiveDecoder(database, state.wanted_signals())
+        if counts is not None:
+            self.decoder.reference.counts = self.decoder.counts = counts
+        self.batch = BatchDecoder(self.decoder, self.obd_answers)
 
-    def _decode(self, msg: can.Message) -> None:
-        frame = self.decoder.decode_all(msg) if self.frame_listeners else self.decoder.decode(msg)
-        if frame is not None:
-            self.feed_frame(frame)
+    def feed_block(self, block: FrameBlock) -> None:
+        """A block of frames, in the order they were read."""
+        if not len(block):
+            return
+        decoded = self.batch.decode(block, every_signal=bool(self.frame_listeners))
+        if self.frame_listeners:
+            for frame in decoded.frames():
+                for listener in self.frame_listeners:
+                    listener(frame)
+        self.last_t = float(block.t[-1])
+        overhead = np.where(block.extended, OVERHEAD_BITS_29, OVERHEAD_BITS_11)
+        self.bus_bits += int(overhead.sum() + 8 * block.length.sum())
+        self._analyse(self.state.accept_decoded(decoded))
+
+    def feed_messages(self, messages: Iterable[can.Message]) -> None:
+        """python-can messages (a live bus's, the simulator's), in blocks."""
+        chunk: list[can.Message] = []
+        for msg in messages:
+            chunk.append(msg)
+            if len(chunk) == MESSAGE_BLOCK_FRAMES:
+                self.feed_block(block_of_messages(chunk))
+                chunk = []
+        if chunk:
+            self.feed_block(block_of_messages(chunk))
 
     def feed_frame(self, frame: DecodedFrame) -> None:
-        """A decoded frame into the state and the analytics (log replay decodes whole blocks, then calls this)."""
+        """A frame decoded elsewhere (a GPS fix)."""
         for listener in self.frame_listeners:
             listener(frame)
-        values = self.state.values
-        for sample in self.state.update(frame):
-            closed = self.tracker.feed(sample, values)
-            for listener in self.sample_listeners:
-                listener(sample, values)
-            if closed is not None:
-                self._trip_done(closed)
+        self.last_t = frame.t
+        self._analyse(self.state.accept_frames([frame]))
 
-    def feed_all(self, messages: Iterable[can.Message]) -> None:
-        feed = self.feed
-        for msg in messages:
-            feed(msg)
+    def _analyse(self, samples: SampleBlock) -> None:
+        if len(samples):
+            self.tracker.feed(samples, self._segment_done, self._trip_done, self._due_t)
+
+    def _segment_done(self, segment: Segment) -> None:
+        for listener in self.segment_listeners:
+            listener(segment)
+
+    def _due_t(self) -> float | None:
+        due = [t for listener in self.due_listeners if (t := listener()) is not None]
+        return min(due) if due else None
 
     def tick(self, now: float) -> None:
         """Live mode, called periodically: closes a trip after bus silence."""
@@ -115,7 +145,7 @@ class Pipeline:
         return self.tracker.finished
 
     def stats(self, malformed_lines: int = 0) -> dict:
-        """The stats JSON (DESIGN §3)."""
+        """The stats JSON: frame counts, each trip's summary and their total."""
         frames = self.decoder.counts.as_dict()
         frames["total"] += malformed_lines
         frames["malformed"] += malformed_lines

@@ -1,13 +1,16 @@
 """The small records that flow between pipeline stages.
 
-sources yield ``can.Message`` (python-can's own type) -> decode yields :class:`DecodedFrame` ->
-vehicle state yields :class:`Sample` -> analytics yield trip summaries and :class:`Point` for the sinks.
+sources yield ``can.Message`` (python-can's own type) or blocks of frames -> decode yields
+:class:`DecodedFrame` -> vehicle state yields a :class:`SampleBlock` -> the trip tracker splits it into
+:class:`Segment` objects -> analytics yield trip summaries and :class:`Point` for the sinks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+import numpy as np
 
 
 class DecodedFrame(NamedTuple):
@@ -35,3 +38,107 @@ class Point:
     t: float
     fields: dict[str, float | int | str | bool]
     tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SampleBlock:
+    """The accepted samples of a block of frames, in the order the vehicle state emits them (frame order,
+    then the message's route order), as columns; quantities by index into ``quantities``.
+
+    ``frame`` orders the frames (a key per decoded frame): a sample sees the values of its whole frame.
+    ``before`` holds each quantity's (time, value) from before the block, so the value of any quantity at any
+    sample (``latest``) is known without the state having to stop at every frame.
+    """
+
+    quantities: tuple[str, ...]
+    t: np.ndarray  # float64, frame time
+    qid: np.ndarray  # int64, index into quantities
+    value: np.ndarray  # float64
+    frame: np.ndarray  # int64, non-decreasing
+    before: dict[str, tuple[float, float]]
+    _last: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _frame_end: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def index(self, quantity: str) -> int:
+        """The quantity's id (-1: no route gives it)."""
+        try:
+            return self.quantities.index(quantity)
+        except ValueError:
+            return -1
+
+    def of(self, quantity: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Positions of the quantity's samples in [lo, hi)."""
+        hi = len(self) if hi is None else hi
+        return lo + np.flatnonzero(self.qid[lo:hi] == self.index(quantity))
+
+    def _newest(self, quantity: str, at: np.ndarray) -> np.ndarray:
+        """Position of the quantity's newest sample up to the end of each frame of ``at`` (-1: none yet)."""
+        q = self.index(quantity)
+        if q not in self._last:
+            mine = self.qid == q
+            self._last[q] = np.maximum.accumulate(np.where(mine, np.arange(len(mine)), -1))
+        if self._frame_end is None:
+            self._frame_end = np.searchsorted(self.frame, self.frame, side="right") - 1
+        return self._last[q][self._frame_end[at]]
+
+    def latest(self, quantity: str, at: np.ndarray, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
+        """(value, present) of the quantity as the car last gave it at each sample ``at`` (``default`` where
+        it has given none yet)."""
+        newest = self._newest(quantity, at)
+        previous = self.before.get(quantity)
+        fallback = default if previous is None else previous[1]
+        present = (newest >= 0) | (previous is not None)
+        return np.where(newest >= 0, self.value[np.maximum(newest, 0)], fallback), present
+
+    def latest_t(self, quantity: str, at: np.ndarray) -> np.ndarray:
+        """Time of the quantity's newest value at each sample ``at`` (-inf: none yet)."""
+        newest = self._newest(quantity, at)
+        previous = self.before.get(quantity)
+        return np.where(newest >= 0, self.t[np.maximum(newest, 0)], -np.inf if previous is None else previous[0])
+
+
+@dataclass
+class Segment:
+    """Samples [lo, hi) of a block that the trip tracker accounted in one go, for listeners (points, report).
+
+    ``trip`` is the trip open during the segment (None: no trip). ``fuel_lph`` holds, per fuel source, the
+    positions of the samples that gave an estimate and the estimate (L/h, calibrated) after each, and
+    ``fuel_lph_before`` the estimates before the segment, so the best fuel rate at any sample is known.
+    """
+
+    samples: SampleBlock
+    lo: int
+    hi: int
+    trip: object | None
+    fuel_lph: dict[str, tuple[np.ndarray, np.ndarray]]
+    fuel_lph_before: dict[str, float]
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.samples.t[self.lo:self.hi]
+
+    @property
+    def qid(self) -> np.ndarray:
+        return self.samples.qid[self.lo:self.hi]
+
+    @property
+    def value(self) -> np.ndarray:
+        return self.samples.value[self.lo:self.hi]
+
+    def fuel_rate_lph(self, positions: np.ndarray, sources: tuple[str, ...]) -> list[tuple[str, float] | None]:
+        """The best (source, L/h) known right after each of these samples (positions within the segment),
+        ``sources`` best first."""
+        answers: list[tuple[str, float] | None] = [None] * len(positions)
+        for source in reversed(sources):  # worst first: a better source's estimate replaces it
+            before = self.fuel_lph_before.get(source)
+            values = [before] * len(positions)
+            if source in self.fuel_lph:
+                at, lph = self.fuel_lph[source]
+                last = np.searchsorted(at, self.lo + positions, side="right") - 1
+                values = [value if j >= 0 else before
+                          for j, value in zip(last.tolist(), lph[np.maximum(last, 0)].tolist())]
+            answers = [(source, value) if value is not None else answer for answer, value in zip(answers, values)]
+        return answers

@@ -57,6 +57,7 @@ def test_every_delivered_frame_counts_and_bus_off_is_reported(caplog):
         bits = FLOOD * (OVERHEAD_BITS_11 + 64) + 100 * (OVERHEAD_BITS_29 + 32) + 10 * (OVERHEAD_BITS_11 + 64)
         assert point.fields["bus_load_pct"] == pytest.approx(100.0 * bits / (500_000 * 10.0))
         assert point.fields["bus_state"] == "error_active" and point.fields["error_frames"] == 0
+        _wait(lambda: pipeline.decoder.counts.total == len(frames))  # handed over at the next tick (0.1 s)
         assert pipeline.decoder.counts.total == len(frames)  # nothing filtered away before the pipeline either
 
         with caplog.at_level(logging.WARNING):

@@ -49,14 +49,19 @@ class Agent:
     def __init__(self, bus: can.BusABC, settings: PollSettings) -> None:
         self.pipeline = Pipeline(PipelineOptions(settings=AnalyticsSettings(min_trip_s=1.0, max_gap_s=MAX_GAP_S)))
         self.samples: dict[str, list[tuple[float, float]]] = {}
-        self.pipeline.sample_listeners.append(
-            lambda s, _: self.samples.setdefault(s.quantity, []).append((time.time(), s.value)))
+        self.pipeline.segment_listeners.append(self._note)
         values = self.pipeline.state.values
         self.poller = ObdPoller(bus, settings, RealClock(), engine_rpm=lambda: values.get("engine_rpm"),
                                 speed_kmh=lambda: values.get("speed_kmh"))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=run_live, args=(bus, self.pipeline, RealClock(), self._stop,
                                                                [self.poller]), daemon=True)
+
+    def _note(self, segment) -> None:
+        """Each sample with the wall time it reached the analytics."""
+        now = time.time()
+        for q, value in zip(segment.qid.tolist(), segment.value.tolist()):
+            self.samples.setdefault(segment.samples.quantities[q], []).append((now, value))
 
     def start(self) -> Agent:
         self._thread.start()

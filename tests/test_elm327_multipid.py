@@ -94,7 +94,7 @@ def test_replay_of_multi_frame_answers_decodes_every_pid():
     pipeline = Pipeline()
     decoded = []
     pipeline.frame_listeners.append(decoded.append)
-    pipeline.feed_all(read_logs([DATA / "multi-pid-answers.log"], LogProblems()))
+    pipeline.feed_messages(read_logs([DATA / "multi-pid-answers.log"], LogProblems()))
     answers = [(f.t, f.signals["pid"], f.frame_id) for f in decoded if f.message == "OBD2_RESPONSE"]
     assert answers == [(T0 + 0.006, pid, 0x7E8) for pid in (0x0D, 0x0C, 0x0B, 0x0F, 0x04, 0x11)] + [
         (T0 + 0.102, 0x0D, 0x7E8), (T0 + 0.102, 0x0C, 0x7E8), (T0 + 0.202, 0x0D, 0x18DAF110),

@@ -4,7 +4,11 @@ import pytest
 
 from firmware_bridge import constants as k
 from firmware_bridge.analytics.fuel import FuelEstimator, fuel_lph_from_maf, maf_gps_speed_density
+from firmware_bridge.records import DecodedFrame
 from firmware_bridge.vehicles import load_vehicle
+
+from conftest import T0
+from samples import hand_state
 
 
 def test_maf_to_litres_per_hour():
@@ -26,9 +30,23 @@ def test_economy_conversions_and_co2():
     assert k.CO2_KG_PER_L_GASOLINE == 2.32
 
 
+class Estimates:
+    """The estimator's answer for one input sample, given the values the car gave before it (same frame)."""
+
+    def __init__(self) -> None:
+        self.estimator = FuelEstimator(load_vehicle("generic-kei"))
+
+    def estimates(self, quantity: str, value: float, values: dict[str, float]) -> list[tuple[str, float]]:
+        frame = DecodedFrame(T0, 0, "HAND", {**values, quantity: value})
+        block = hand_state().accept_frames([frame])
+        mine = block.of(quantity)
+        return [(source, float(rates[list(at).index(mine[0])]))
+                for source, at, rates in self.estimator.estimates(block, 0, len(block)) if mine[0] in at]
+
+
 @pytest.fixture
 def estimator():
-    return FuelEstimator(load_vehicle("generic-kei"))
+    return Estimates()
 
 
 def test_fuel_cut_reads_zero(estimator):

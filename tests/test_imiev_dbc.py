@@ -67,10 +67,9 @@ def test_uncertain_signals_are_marked(db):
 
 def test_profile_loads_the_dbc_and_the_signal_map_routes_it():
     pipeline = Pipeline(PipelineOptions(vehicle="mitsubishi-i-miev"))
-    for msg in (frame(0x101, "0400000000000000"), frame(0x412, "FE00017227000000", T0 + 0.01),
-                frame(0x374, "B0B3000000000000", T0 + 0.02), frame(0x373, "B4B258F00CE40000", T0 + 0.03),
-                frame(0x298, "0000004600002AF8", T0 + 0.04), frame(0x346, "0000000000000064", T0 + 0.05)):
-        pipeline.feed(msg)
+    pipeline.feed_messages([frame(0x101, "0400000000000000"), frame(0x412, "FE00017227000000", T0 + 0.01),
+                            frame(0x374, "B0B3000000000000", T0 + 0.02), frame(0x373, "B4B258F00CE40000", T0 + 0.03),
+                            frame(0x298, "0000004600002AF8", T0 + 0.04), frame(0x346, "0000000000000064", T0 + 0.05)])
     assert pipeline.state.values == pytest.approx({
         "ignition": 1.0, "speed_kmh": 0.0, "odometer_km": 94759.0, "soc_pct": 84.5, "battery_v": 330.0,
         "battery_a": -100.0, "cell_v_max": 3.90, "cell_v_min": 3.88, "motor_rpm": 1000.0, "motor_temp_c": 30.0,

@@ -138,8 +138,7 @@ def test_a_car_folder_anywhere(tmp_path):
     assert pipeline.profile.name == "my-hijet"
     frames = [can.Message(timestamp=T0 + i, arbitration_id=1281, is_extended_id=False, data=[40] + [0] * 7)
               for i in range(3)]
-    for msg in frames:
-        pipeline.feed(msg)
+    pipeline.feed_messages(frames)
     assert pipeline.state.values["speed_kmh"] == 40.0
     (car / "signal_map.toml").write_text('speed_kmh = ["HIJET_SPEED.sped"]\n')
     write_log(tmp_path / "a.log", frames)

@@ -47,7 +47,7 @@ def test_no_real_frame_decodes_as_the_simulator(name):
         pipeline = Pipeline(PipelineOptions(vehicle=car))
         decoded = []
         pipeline.frame_listeners.append(lambda frame: decoded.append(frame.message))
-        pipeline.feed_all(can.LogReader(str(log)))
+        pipeline.feed_messages(can.LogReader(str(log)))
         assert not [m for m in decoded if m.startswith("SIM_")], car
 
 
@@ -78,7 +78,7 @@ def test_durango_gives_no_engine_figures():
     """No public DBC for this car: nothing but OBD-II may decode, so no rpm, temperature or fuel appear."""
     log = real_log("durango_tracncontrl.log")
     pipeline = Pipeline(PipelineOptions())
-    pipeline.feed_all(can.LogReader(str(log)))
+    pipeline.feed_messages(can.LogReader(str(log)))
     pipeline.finish()
     assert not {"engine_rpm", "iat_c", "coolant_c", "fuel_rate_lph"} & set(pipeline.state.values)
     assert pipeline.trips == []

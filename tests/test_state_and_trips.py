@@ -1,26 +1,36 @@
 """Vehicle state priorities, trip boundaries and RDE dynamics on hand-made samples."""
 
+import numpy as np
 import pytest
 
 from firmware_bridge.analytics.dynamics import Dynamics
 from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.analytics.tracker import TripTracker
-from firmware_bridge.records import DecodedFrame, Sample
+from firmware_bridge.records import DecodedFrame
 from firmware_bridge.state.vehicle import VehicleState, load_signal_map
 from firmware_bridge.vehicles import load_vehicle
 
 from conftest import T0
+from samples import Sample, feed
 
 
 def test_same_signal_name_in_two_messages_never_collides():
     state = VehicleState(load_signal_map(car_map=load_vehicle("kei-sim").signal_map))
     obd = lambda t, v: DecodedFrame(t, 0x7E8, "OBD2_RESPONSE", {"pid": 13, "vehicle_speed_kmh": v})
     sim = lambda t, v: DecodedFrame(t, 0x1A0, "SIM_SPEED", {"vehicle_speed_kmh": v})
-    assert state.update(obd(T0, 50)) == [Sample(T0, "speed_kmh", 50.0)]
-    assert state.update(sim(T0 + 0.1, 51.2)) == [Sample(T0 + 0.1, "speed_kmh", 51.2)]
-    assert state.update(obd(T0 + 0.2, 51)) == []  # the broadcast frame is speaking: OBD speed is ignored
+    def accepted(*frames):
+        block = state.accept_frames(list(frames))
+        return [(t, block.quantities[q], v) for t, q, v in zip(block.t.tolist(), block.qid.tolist(), block.value.tolist())]
+
+    assert accepted(obd(T0, 50)) == [(T0, "speed_kmh", 50.0)]
+    assert accepted(sim(T0 + 0.1, 51.2)) == [(T0 + 0.1, "speed_kmh", 51.2)]
+    assert accepted(obd(T0 + 0.2, 51)) == []  # the broadcast frame is speaking: OBD speed is ignored
     assert state.values["speed_kmh"] == 51.2
-    assert state.update(obd(T0 + 3.0, 52)) == [Sample(T0 + 3.0, "speed_kmh", 52.0)]  # broadcast gone quiet
+    assert accepted(obd(T0 + 3.0, 52)) == [(T0 + 3.0, "speed_kmh", 52.0)]  # broadcast gone quiet
+    # the same rule inside one block: the broadcast frame silences the OBD answers after it
+    state = VehicleState(load_signal_map(car_map=load_vehicle("kei-sim").signal_map))
+    assert accepted(obd(T0, 50), sim(T0 + 0.1, 51.2), obd(T0 + 0.2, 51), obd(T0 + 3.0, 52)) == [
+        (T0, "speed_kmh", 50.0), (T0 + 0.1, "speed_kmh", 51.2), (T0 + 3.0, "speed_kmh", 52.0)]
 
 
 def test_user_signal_map_comes_first(tmp_path):
@@ -31,16 +41,6 @@ def test_user_signal_map_comes_first(tmp_path):
     assert "OBD2_RESPONSE.vehicle_speed_kmh" in signal_map["speed_kmh"]
 
 
-def feed(tracker, samples):
-    values, closed = {}, []
-    for sample in samples:
-        values[sample.quantity] = sample.value
-        trip = tracker.feed(sample, values)
-        if trip is not None:
-            closed.append(trip)
-    return closed
-
-
 def drive(t0, seconds, speed=30.0):
     out = []
     for i in range(seconds):
@@ -48,7 +48,8 @@ def drive(t0, seconds, speed=30.0):
     return out
 
 
-def test_engine_off_ends_trip_but_idle_stop_does_not():
+@pytest.mark.parametrize("block", [1, 7, None])
+def test_engine_off_ends_trip_but_idle_stop_does_not(block):
     tracker = TripTracker(AnalyticsSettings(), load_vehicle())
     samples = drive(T0, 120)
     t = T0 + 120
@@ -58,7 +59,7 @@ def test_engine_off_ends_trip_but_idle_stop_does_not():
     t += 180
     for i in range(400):  # parked with the ignition on: the trip ends after engine_off_s
         samples += [Sample(t + i, "engine_rpm", 0.0), Sample(t + i + 0.5, "speed_kmh", 0.0)]
-    closed = feed(tracker, samples)
+    closed = feed(tracker, samples, block)
     assert len(closed) == 1
     assert closed[0].end == pytest.approx(t, abs=1.0)
     assert closed[0].distance_km == pytest.approx(30 * 239.5 / 3600, rel=0.01)
@@ -84,10 +85,11 @@ def test_a_daemon_keeps_only_its_latest_trips():
     assert tracker.finished == closed[-2:]
 
 
-def test_gap_is_counted_not_integrated():
+@pytest.mark.parametrize("block", [1, 7, None])
+def test_gap_is_counted_not_integrated(block):
     tracker = TripTracker(AnalyticsSettings(max_gap_s=5.0), load_vehicle())
     samples = drive(T0, 100) + drive(T0 + 130, 100)  # 30 s without data in the middle
-    feed(tracker, samples)
+    feed(tracker, samples, block)
     trip = tracker.close()
     assert trip.gaps == 1
     assert trip.distance_km == pytest.approx(30 * 198 / 3600, rel=0.01)
@@ -95,8 +97,7 @@ def test_gap_is_counted_not_integrated():
 
 def dynamics_of(speeds):
     d = Dynamics(AnalyticsSettings())
-    for i, v in enumerate(speeds):
-        d.add_speed(T0 + i, v)
+    d.add_speeds(T0 + np.arange(len(speeds), dtype=np.float64), np.array(speeds, dtype=np.float64))
     return d
 
 
@@ -116,11 +117,11 @@ def test_resampling_irregular_samples_keeps_rpa():
     speeds = [3.6 * i for i in range(21)] + [72.0] * 60
     regular = dynamics_of(speeds)
     d = Dynamics(AnalyticsSettings())
-    for i in range(0, 2 * len(speeds) - 1):  # every 0.5 s, linearly between the 1 Hz values
+    for i in range(0, 2 * len(speeds) - 1):  # every 0.5 s, linearly between the 1 Hz values, one at a time
         t = i / 2
         lo = int(t)
         v = speeds[lo] if lo + 1 >= len(speeds) else speeds[lo] + (speeds[lo + 1] - speeds[lo]) * (t - lo)
-        d.add_speed(T0 + t, v)
+        d.add_speeds(np.array([T0 + t]), np.array([v]))
     assert d.rpa_m_s2 == pytest.approx(regular.rpa_m_s2, rel=1e-6)
 
 

@@ -8,11 +8,11 @@ import pytest
 
 from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.analytics.tracker import TripTracker
-from firmware_bridge.records import Sample
 from firmware_bridge.vehicles import load_vehicle
 
 from conftest import T0, obd_drive, run_cli
-from test_state_and_trips import drive, feed
+from samples import Sample, feed
+from test_state_and_trips import drive
 
 
 def readings(t0, seconds, quantities):

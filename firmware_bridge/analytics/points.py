@@ -1,4 +1,4 @@
-"""Analytics results as time-series points (DESIGN §4): vehicle, trip, speed_band, speed_domain, event, signal.
+"""Analytics results as time-series points: vehicle, trip, speed_band, speed_domain, event, signal.
 
 Timestamps come from the frames, never from the wall clock: a ``vehicle`` point is stamped with the start of
 its interval and a trip's points with the trip's start, so re-sending or replaying the same drive overwrites
@@ -14,18 +14,19 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from firmware_bridge.analytics.fastforward import Stretch
+from firmware_bridge.analytics.fuel import FUEL_SOURCES
 from firmware_bridge.analytics.settings import SPEED_BANDS, SPEED_DOMAINS
 from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.constants import KM_PER_L_TO_MPG_US
-from firmware_bridge.records import DecodedFrame, Point, Sample
+from firmware_bridge.records import DecodedFrame, Point, Segment
 
-#: Quantities written on the vehicle measurement (looked up for every sample).
-VEHICLE_FIELDS = frozenset(("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
+#: Quantities written on the vehicle measurement, in the order its fields are written.
+VEHICLE_FIELD_ORDER = ("speed_kmh", "engine_rpm", "throttle_pct", "map_kpa", "maf_gps", "iat_c", "coolant_c",
                             "fuel_level_pct", "odometer_km", "battery_v", "battery_a", "soc_pct",
                             "engine_load_pct", "lambda", "oil_c", "ambient_c", "baro_kpa", "motor_rpm",
                             "motor_temp_c", "range_km", "accel_pedal_pct", "cell_v_max", "cell_v_min",
-                            "lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites"))
+                            "lat", "lon", "alt_m", "gps_speed_kmh", "heading_deg", "fix", "hdop", "satellites")
+VEHICLE_FIELDS = frozenset(VEHICLE_FIELD_ORDER)
 
 
 def economy_fields(km_per_l: float | None) -> dict[str, float]:
@@ -87,52 +88,39 @@ class PointEmitter:
         self._latest: dict[str, tuple[float, float]] = {}
         self.hold_s = hold_s
         self._next_trip_update: float | None = None
-        pipeline.sample_listeners.append(self.on_sample)
-        pipeline.stretch_listeners.append(self)
+        pipeline.segment_listeners.append(self.on_segment)
+        pipeline.due_listeners.append(self.due_t)
         pipeline.trip_listeners.append(self.on_trip)
         pipeline.tracker.on_event = self.on_event
         if raw_signals:
             pipeline.frame_listeners.append(self.on_frame)
 
-    def on_sample(self, sample: Sample, values: dict[str, float]) -> None:
-        index = math.floor(sample.t / self.interval_s)
-        if self._index is not None and index != self._index:
-            self._flush_through(index, self.pipeline.tracker.fuel_rate_lph())
-        self._index = index
-        if sample.quantity in VEHICLE_FIELDS:
-            self._latest[sample.quantity] = (sample.t, float(sample.value))
-        trip = self.pipeline.tracker.trip
-        if trip is not None:
-            if self._next_trip_update is None:
-                self._next_trip_update = sample.t + self.trip_update_s
-            elif sample.t >= self._next_trip_update:
-                self._next_trip_update = sample.t + self.trip_update_s
-                self._emit_all(trip_points(trip, self.vehicle_id))
-
     def due_t(self) -> float | None:
-        """Replay hands steady stretches over whole until a trip's rewrite is due: its figures at that sample."""
+        """While a trip runs, its figures are rewritten at the first sample ``trip_update_s`` after the last
+        rewrite (the trip's first sample starts the count): the tracker ends a segment there."""
         if self.pipeline.tracker.trip is None:
             return None
         return -math.inf if self._next_trip_update is None else self._next_trip_update
 
-    def on_stretch(self, stretch: Stretch) -> None:
-        """A replayed stretch of samples at once (none due for a trip rewrite): the vehicle points on_sample
-        would have emitted, from the same values and the fuel rate the tracker had at each interval's end."""
-        t, qid, value = stretch.t, stretch.qid, stretch.value
+    def on_segment(self, segment: Segment) -> None:
+        """The vehicle points of the intervals the segment's samples complete, each with the latest value of
+        every quantity and the best fuel rate known at the interval's end; then a due trip rewrite."""
+        t, qid, value = segment.t, segment.qid, segment.value
         index = np.floor(t / self.interval_s).astype(np.int64)
         previous = np.concatenate(([index[0] if self._index is None else self._index], index[:-1]))
         changes = np.flatnonzero(index != previous)  # the samples that start a new interval
+        quantities = segment.samples.quantities
         # Per vehicle quantity: (time, value) of its newest sample before each change (None: none in the
-        # stretch yet), and of its last one.
+        # segment yet), and of its last one.
         newest = []
-        for q in np.flatnonzero(np.bincount(qid, minlength=len(stretch.quantities))).tolist():
-            if (quantity := stretch.quantities[q]) in VEHICLE_FIELDS:
+        for q in np.flatnonzero(np.bincount(qid, minlength=len(quantities))).tolist():
+            if (quantity := quantities[q]) in VEHICLE_FIELDS:
                 mine = np.flatnonzero(qid == q)
                 before = mine[np.maximum(np.searchsorted(mine, changes) - 1, 0)]
                 held = zip(t[before].tolist(), value[before].tolist())
                 newest.append((quantity, [pair if mine[0] < i else None for pair, i in zip(held, changes.tolist())],
                                (float(t[mine[-1]]), float(value[mine[-1]]))))
-        fuel = stretch.fuel_rate_lph(changes)
+        fuel = segment.fuel_rate_lph(changes, FUEL_SOURCES)
         for n, (filled, new) in enumerate(zip(previous[changes].tolist(), index[changes].tolist())):
             for quantity, held, _ in newest:
                 if held[n] is not None:
@@ -142,6 +130,13 @@ class PointEmitter:
         for quantity, _, last in newest:
             self._latest[quantity] = last
         self._index = int(index[-1])
+        trip = segment.trip
+        if trip is not None:
+            if self._next_trip_update is None:
+                self._next_trip_update = float(t[0]) + self.trip_update_s
+            elif t[-1] >= self._next_trip_update:
+                self._next_trip_update = float(t[-1]) + self.trip_update_s
+                self._emit_all(trip_points(trip, self.vehicle_id))
 
     def on_trip(self, trip: Trip) -> None:
         self._next_trip_update = None
@@ -179,8 +174,9 @@ class PointEmitter:
             return False
         start = self._index * self.interval_s
         self._index = None
-        fields: dict[str, float | str] = {q: v for q, (t, v) in self._latest.items()
-                                          if start + self.interval_s - t <= self.hold_s}
+        latest = self._latest
+        fields: dict[str, float | str] = {q: latest[q][1] for q in VEHICLE_FIELD_ORDER
+                                          if q in latest and start + self.interval_s - latest[q][0] <= self.hold_s}
         if not fields:
             return False
         if "battery_a" in fields and "battery_v" in fields:  # an EV's pack: power out, kW (negative = regen)

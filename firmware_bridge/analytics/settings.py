@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class AnalyticsSettings:
@@ -39,17 +41,16 @@ STANDING_BELOW_KMH = 1.0
 RDE_POSITIVE_ACCEL_MS2 = 0.1
 
 
-def band_of(speed_kmh: float) -> str:
-    label = SPEED_BANDS[0][1]
-    for lower, name in SPEED_BANDS:
-        if speed_kmh >= lower:
-            label = name
-    return label
+#: The band labels in order (``band_index`` gives positions in it).
+BAND_LABELS = tuple(name for _, name in SPEED_BANDS)
+_BAND_LOWERS_KMH = np.array([lower for lower, _ in SPEED_BANDS])
 
 
-def domain_of(speed_kmh: float, settings: AnalyticsSettings) -> str:
-    if speed_kmh <= settings.urban_max_kmh:
-        return "urban"
-    if speed_kmh <= settings.suburban_max_kmh:
-        return "suburban"
-    return "motorway"
+def band_index(speed_kmh: np.ndarray) -> np.ndarray:
+    """Index into BAND_LABELS of each speed: the last band whose lower bound it reaches (the first below 0)."""
+    return np.maximum(np.searchsorted(_BAND_LOWERS_KMH, speed_kmh, side="right") - 1, 0)
+
+
+def domain_index(speed_kmh: np.ndarray, settings: AnalyticsSettings) -> np.ndarray:
+    """Index into SPEED_DOMAINS of each speed (upper bounds inclusive)."""
+    return np.where(speed_kmh <= settings.urban_max_kmh, 0, np.where(speed_kmh <= settings.suburban_max_kmh, 1, 2))

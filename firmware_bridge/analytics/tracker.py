@@ -1,6 +1,8 @@
 """Trip boundaries: a trip starts on engine or bus activity and ends after silence, engine-off or ignition-off.
 
-Fed with every accepted vehicle sample in time order; hands out finished :class:`Trip` objects. Idle-stop at a
+Fed with blocks of accepted vehicle samples; splits them into segments at the samples where a trip starts or
+ends (or a listener wants the trip's figures), accounts each segment as arrays and hands out finished
+:class:`Trip` objects. Idle-stop at a
 light (rpm 0 for a minute) does not end a trip; a parked car (rpm 0 and standing for ``engine_off_s``) does.
 Fuel readings alone never start one (a parked car's ECU or stray frames are not a drive). A trip shorter than ``min_trip_s`` is dropped with a WARNING and counted. Time that steps backwards (a clock
 reset, logs out of order) never shortens a trip: its start, end and last sample time only move forwards.
@@ -9,12 +11,15 @@ reset, logs out of order) never shortens a trip: its start, end and last sample 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+
+import numpy as np
 
 from firmware_bridge.analytics.dynamics import EventCallback
 from firmware_bridge.analytics.fuel import FUEL_INPUTS, FUEL_SOURCES, FuelEstimator
 from firmware_bridge.analytics.settings import STANDING_BELOW_KMH, AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
-from firmware_bridge.records import Sample
+from firmware_bridge.records import SampleBlock, Segment
 from firmware_bridge.vehicles import VehicleProfile
 
 log = logging.getLogger(__name__)
@@ -40,80 +45,142 @@ class TripTracker:
         self._engine_off_since: float | None = None
         self.latest_fuel_lph: dict[str, float] = {}  # newest estimate per fuel source, for live views
         self.on_event: EventCallback | None = None  # harsh_accel, harsh_brake, gap
-        #: quantity -> time of its newest value (the vehicle state's; a GPS position is fresh or not).
-        self.times: dict[str, float] = {}
 
-    @staticmethod
-    def _engine_running(values: dict[str, float]) -> bool:
-        return values.get("engine_rpm", 1.0) > 0
-
-    def _is_activity(self, sample: Sample) -> bool:
-        """What starts a trip: the engine running, the ignition on, the car moving; after a parked end nothing
-        else, and never fuel alone."""
-        q, v = sample.quantity, sample.value
-        if q == "engine_rpm" or q == "ignition":
-            return v > 0
-        if q == "speed_kmh":
-            return v >= STANDING_BELOW_KMH
-        return not self._parked and q not in FUEL_INPUTS
-
-    def feed(self, sample: Sample, values: dict[str, float]) -> Trip | None:
-        """Account one sample; returns a trip that this sample closed, if any."""
-        closed = None
-        t = sample.t
-        trip = self.trip
-        if trip is not None and t - trip.last_t > self.settings.trip_gap_s:
-            closed = self._close(trip.last_t)
-            trip = None
-        if trip is None:
-            if not self._is_activity(sample):
-                return closed
-            self._parked = False
-            self._engine_off_since = None
-            trip = self.trip = Trip(t, self.settings, self.on_event, self.profile.catalog, self.fuel_corrections)
-        trip.last_t = max(trip.last_t, t)
-        if self._update_engine_off(sample, values) and t - self._engine_off_since >= self.settings.engine_off_s:
-            return self._close(self._engine_off_since, parked=True) or closed
-        if sample.quantity == "ignition" and sample.value <= 0:
-            return self._close(t, parked=True) or closed
-        self._account(trip, sample, values)
-        return closed
-
-    def _update_engine_off(self, sample: Sample, values: dict[str, float]) -> bool:
-        """Track since when the engine has been off with the car standing; True while it is."""
-        if sample.quantity in ENGINE_OFF_INPUTS:
-            # A car that tells nothing of its engine but has a GPS (a GPS-only car) is parked when it stands.
-            no_engine_data = "engine_rpm" not in values and "ignition" not in values and "gps_speed_kmh" in values
-            rpm = values.get("engine_rpm", 0.0 if no_engine_data else 1.0)
-            off = rpm <= 0 and values.get("speed_kmh", 0.0) < STANDING_BELOW_KMH
-            if not off:
+    # -- splitting a block ---------------------------------------------------------------------------------
+    def feed(self, samples: SampleBlock, on_segment: Callable[[Segment], None],
+             on_trip: Callable[[Trip], None], due_t: Callable[[], float | None] = lambda: None) -> None:
+        """Account a block of samples: split where a trip starts or ends and where a listener is due (its
+        segment then ends with the first sample at or after ``due_t()``), each segment accounted as arrays and
+        then handed to ``on_segment``; finished trips go to ``on_trip`` at the point they end."""
+        pos, n = 0, len(samples)
+        while pos < n:
+            if self.trip is None:
+                start = pos + _first(self._activity(samples, pos))
+                if start > pos:
+                    on_segment(self._segment(samples, pos, start))
+                if start == n:
+                    return
+                self._parked = False
                 self._engine_off_since = None
-            elif self._engine_off_since is None:
-                self._engine_off_since = sample.t
-        return self._engine_off_since is not None
+                self.trip = Trip(float(samples.t[start]), self.settings, self.on_event, self.profile.catalog,
+                                 self.fuel_corrections)
+                pos = start
+            end, closing = self._boundary(samples, pos, due_t())
+            if end > pos:
+                segment = self._segment(samples, pos, end)
+                self._account(self.trip, segment)
+                on_segment(segment)
+            pos = end
+            if closing is not None:  # the sample at ``end`` ends the trip; it then belongs to what follows
+                close_t, parked = closing
+                closed = self._close(self.trip.last_t if close_t is None else close_t, parked)
+                if closed is not None:
+                    on_trip(closed)
 
-    def _account(self, trip: Trip, sample: Sample, values: dict[str, float]) -> None:
-        q, t = sample.quantity, sample.t
-        running = self._engine_running(values)
-        if q == "speed_kmh":
-            fresh = t - self.times.get("lat", float("-inf")) <= self.settings.max_gap_s
-            trip.add_speed(t, sample.value, running, (values["lat"], values["lon"]) if fresh else None)
-            trip.end = max(trip.end, t)
-        elif q == "lat" and "lon" in values:
-            trip.add_position(sample.value, values["lon"])
-        elif q == "odometer_km":
-            trip.add_odometer(sample.value)
-        elif q == "battery_a" and "battery_v" in values:  # negative current = discharge: power out = -V*I
-            trip.add_battery_power(t, -values["battery_v"] * sample.value / 1000.0, values.get("speed_kmh", 0.0))
-        elif q == "soc_pct":
-            trip.add_soc(sample.value)
-        if q == "engine_rpm" and sample.value > 0:
-            trip.end = max(trip.end, t)
-        speed = values.get("speed_kmh", 0.0)
-        for source, rate_lph in self.fuel.estimates(q, sample.value, values):
-            self.latest_fuel_lph[source] = rate_lph * trip.fuel_corrections.get(source, 1.0)
-            trip.add_fuel(source, t, rate_lph, speed, running)
+    def _activity(self, samples: SampleBlock, lo: int) -> np.ndarray:
+        """What may start a trip, from sample lo on: the engine running, the ignition on, the car moving; after
+        a parked end nothing else, and never fuel alone."""
+        q, v = samples.qid[lo:], samples.value[lo:]
+        rpm_or_ignition = np.isin(q, [samples.index("engine_rpm"), samples.index("ignition")])
+        speed = q == samples.index("speed_kmh")
+        other = ~rpm_or_ignition & ~speed & ~np.isin(q, [samples.index(i) for i in FUEL_INPUTS])
+        return (rpm_or_ignition & (v > 0)) | (speed & (v >= STANDING_BELOW_KMH)) | (other & (not self._parked))
 
+    def _boundary(self, samples: SampleBlock, lo: int, due: float | None):
+        """Where the open trip's segment from lo ends: (end, closing). closing is (time the trip ends at, None
+        for its last sample; parked) when the sample at ``end`` ends it: bus silence before it, engine off for
+        engine_off_s, ignition off. None: the block ended, or a listener is due at the segment's last sample."""
+        settings, t, n = self.settings, samples.t, len(samples)
+        # bus silence: a sample further than trip_gap_s after every sample before it
+        newest_before = np.maximum.accumulate(np.concatenate(([self.trip.last_t], t[lo:n - 1])))
+        silence = _first(t[lo:] - newest_before > settings.trip_gap_s)
+        since = self._engine_off_times(samples, lo)
+        expired = _first(~np.isnan(since) & (t[lo:] - since >= settings.engine_off_s))
+        ignition_off = _first((samples.qid[lo:] == samples.index("ignition")) & (samples.value[lo:] <= 0))
+        first = min(silence, expired, ignition_off)
+        due_at = _first(t[lo:] >= due) if due is not None else n - lo
+        if due_at < first:
+            self._engine_off_since = _since_value(since[due_at])
+            return lo + due_at + 1, None
+        if first == n - lo:
+            self._engine_off_since = _since_value(since[-1])
+            return n, None
+        if first == silence:
+            return lo + first, (None, False)
+        if first == expired:
+            return lo + first, (float(since[first]), True)
+        return lo + first, (float(t[lo + first]), True)
+
+    def _engine_off_times(self, samples: SampleBlock, lo: int) -> np.ndarray:
+        """Since when the engine has been off with the car standing, after each sample from lo (NaN: it is not),
+        re-evaluated at engine-rpm and speed samples."""
+        t, qid = samples.t[lo:], samples.qid[lo:]
+        inputs = np.flatnonzero(np.isin(qid, [samples.index(q) for q in ENGINE_OFF_INPUTS]))
+        carried = np.nan if self._engine_off_since is None else self._engine_off_since
+        if not len(inputs):
+            return np.full(len(t), carried)
+        at = lo + inputs
+        rpm, has_rpm = samples.latest("engine_rpm", at)
+        _, has_ignition = samples.latest("ignition", at)
+        _, has_gps = samples.latest("gps_speed_kmh", at)
+        # A car that tells nothing of its engine but has a GPS (a GPS-only car) is parked when it stands.
+        no_engine_data = ~has_rpm & ~has_ignition & has_gps
+        rpm = np.where(has_rpm, rpm, np.where(no_engine_data, 0.0, 1.0))
+        speed, _ = samples.latest("speed_kmh", at, default=0.0)
+        off = (rpm <= 0) & (speed < STANDING_BELOW_KMH)
+        starts = off & ~np.concatenate(([not np.isnan(carried)], off[:-1]))
+        run_start = np.maximum.accumulate(np.where(starts, np.arange(len(off)), -1))
+        since_at_inputs = np.where(off, np.where(run_start >= 0, t[inputs][np.maximum(run_start, 0)], carried), np.nan)
+        last_input = np.searchsorted(inputs, np.arange(len(t)), side="right") - 1
+        return np.where(last_input >= 0, since_at_inputs[np.maximum(last_input, 0)], carried)
+
+    def _segment(self, samples: SampleBlock, lo: int, hi: int) -> Segment:
+        return Segment(samples, lo, hi, self.trip, {}, dict(self.latest_fuel_lph))
+
+    # -- accounting a segment --------------------------------------------------------------------------
+    def _account(self, trip: Trip, segment: Segment) -> None:
+        samples, lo, hi = segment.samples, segment.lo, segment.hi
+        settings = self.settings
+
+        def running(at: np.ndarray) -> np.ndarray:
+            return samples.latest("engine_rpm", at, default=1.0)[0] > 0
+
+        def speed(at: np.ndarray) -> np.ndarray:
+            return samples.latest("speed_kmh", at, default=0.0)[0]
+
+        ends = [trip.end]
+        if len(at := samples.of("speed_kmh", lo, hi)):
+            fresh = at[samples.t[at] - samples.latest_t("lat", at) <= settings.max_gap_s]
+            lat, has_lat = samples.latest("lat", at)
+            lon, has_lon = samples.latest("lon", at)
+            fix = np.isin(at, fresh) & has_lat & has_lon
+            trip.add_speeds(samples.t[at], samples.value[at], running(at), np.where(fix, lat, np.nan),
+                            np.where(fix, lon, np.nan))
+            ends.append(float(samples.t[at].max()))
+        if len(at := samples.of("lat", lo, hi)):
+            lon, has_lon = samples.latest("lon", at)
+            if has_lon.any():
+                trip.add_positions(samples.value[at][has_lon], lon[has_lon])
+        if len(at := samples.of("odometer_km", lo, hi)):
+            trip.add_odometer(samples.value[at])
+        if len(at := samples.of("battery_a", lo, hi)):
+            volts, has_volts = samples.latest("battery_v", at)
+            at, volts = at[has_volts], volts[has_volts]
+            if len(at):  # negative current = discharge: power out = -V*I
+                trip.add_battery_power(samples.t[at], -volts * samples.value[at] / 1000.0, speed(at))
+        if len(at := samples.of("soc_pct", lo, hi)):
+            trip.add_soc(samples.value[at])
+        if len(at := samples.of("engine_rpm", lo, hi)) and len(at := at[samples.value[at] > 0]):
+            ends.append(float(samples.t[at].max()))
+        trip.end = max(ends)
+        for source, at, rate_lph in self.fuel.estimates(samples, lo, hi):
+            trip.add_fuel(source, samples.t[at], rate_lph, speed(at), running(at))
+            calibrated = rate_lph * trip.fuel_corrections.get(source, 1.0)
+            segment.fuel_lph[source] = (at, calibrated)
+            self.latest_fuel_lph[source] = float(calibrated[-1])
+        trip.last_t = max(trip.last_t, float(samples.t[lo:hi].max()))
+
+    # -- ending trips ----------------------------------------------------------------------------------
     def _close(self, end: float, parked: bool = False) -> Trip | None:
         trip, self.trip = self.trip, None
         self._parked = parked
@@ -149,3 +216,12 @@ class TripTracker:
         if self.trip is not None and now - self.trip.last_t > self.settings.trip_gap_s:
             return self._close(self.trip.last_t)
         return None
+
+
+def _first(mask: np.ndarray) -> int:
+    """Index of the first True (len(mask) if none)."""
+    return int(np.argmax(mask)) if mask.any() else len(mask)
+
+
+def _since_value(since: float) -> float | None:
+    return None if np.isnan(since) else float(since)

@@ -1,6 +1,8 @@
 """One trip's running totals, and the trip summary of the stats JSON contract (DESIGN §3).
 
-Everything is a running sum updated per sample (O(1)), and two trips can be merged into the total.
+Samples arrive as arrays (a segment of a block, one sample or thousands); every figure is a running sum
+that takes its terms one at a time in order, so a drive gives the same figures, bit for bit, however its
+frames were cut into blocks. Two trips can be merged into the total.
 Distance integrates speed by the trapezoid rule; fuel integrates each fuel-rate estimate the same way (times
 the fill-up calibration's correction for that source, fixed when the trip starts) and an EV's battery power
 likewise; both are attributed to the speed band and domain the car is in. Intervals longer than ``max_gap_s``
@@ -13,45 +15,45 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime, timezone
 
+import numpy as np
+
 from firmware_bridge import constants as k
 from firmware_bridge.analytics.dynamics import Dynamics, EventCallback
 from firmware_bridge.analytics.fuel import FUEL_SOURCES
+from firmware_bridge.analytics.sums import sum_by_key, sum_in_order
 from firmware_bridge.sources.gps import great_circle_km
 from firmware_bridge.analytics.settings import (
-    SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_of, domain_of)
+    BAND_LABELS, SPEED_BANDS, SPEED_DOMAINS, STANDING_BELOW_KMH, AnalyticsSettings, band_index, domain_index)
 from firmware_bridge.vehicles import Catalog
 
 
 class Integral:
-    """Trapezoid ∫ value dt over samples of one series; returns each interval so callers can attribute it."""
+    """Trapezoid ∫ value dt over samples of one series, carried from block to block."""
 
     def __init__(self, max_gap_s: float) -> None:
         self.max_gap_s = max_gap_s
         self.last: tuple[float, float] | None = None
         self.gaps = 0
 
-    def add(self, t: float, value: float) -> tuple[float, float] | None:
-        """(dt, area) of the interval ending at t, or None for the first sample or a gap."""
-        last, self.last = self.last, (t, value)
-        if last is None:
-            return None
-        dt = t - last[0]
-        if dt > self.max_gap_s:
-            self.gaps += 1
-            return None
-        if dt <= 0:
-            return None
-        return dt, (last[1] + value) / 2 * dt
+    def intervals(self, t: np.ndarray, value: np.ndarray):
+        """The intervals ending at each sample: (valid, gap, dt, value before, trapezoid area). The first
+        sample of the series, a gap (counted) and time standing still or going back give no valid interval."""
+        last = self.last
+        t0 = np.concatenate(([last[0] if last else np.nan], t[:-1]))
+        v0 = np.concatenate(([last[1] if last else np.nan], value[:-1]))
+        dt = t - t0
+        gap = dt > self.max_gap_s
+        self.gaps += int(gap.sum())
+        self.last = (float(t[-1]), float(value[-1]))
+        return ~gap & (dt > 0), gap, dt, v0, (v0 + value) / 2 * dt
 
 
-def _below_zero_area(v0: float, v1: float, dt: float) -> float:
-    """The part of the trapezoid from v0 to v1 over dt that lies below zero, as a positive number."""
-    if v0 >= 0 and v1 >= 0:
-        return 0.0
-    if v0 <= 0 and v1 <= 0:
-        return -(v0 + v1) / 2 * dt
-    low, high = min(v0, v1), max(v0, v1)
-    return dt * low * low / (2 * (high - low))  # the straight line crosses zero inside the interval
+def _below_zero_area(v0: np.ndarray, v1: np.ndarray, dt: np.ndarray) -> np.ndarray:
+    """The part of each trapezoid from v0 to v1 over dt that lies below zero, as a positive number."""
+    low, high = np.minimum(v0, v1), np.maximum(v0, v1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossing = dt * low * low / (2 * (high - low))  # the straight line crosses zero inside the interval
+    return np.where(high <= 0, -(v0 + v1) / 2 * dt, np.where(low >= 0, 0.0, crossing))
 
 
 class RateTally:
@@ -69,20 +71,19 @@ class RateTally:
         self.band: defaultdict[str, float] = defaultdict(float)
         self.domain: defaultdict[str, float] = defaultdict(float)
 
-    def add(self, t: float, rate_per_h: float, band: str, domain: str, idle: bool) -> None:
-        last = self.integral.last
-        step = self.integral.add(t, rate_per_h)
-        if step is None:
-            return
-        dt, area = step
-        amount = area / k.S_PER_H
-        self.total += amount
-        self.band[band] += amount
-        self.domain[domain] += amount
-        if idle:
-            self.idle += amount
-        if rate_per_h < 0 or last[1] < 0:
-            self.recovered += _below_zero_area(last[1], rate_per_h, dt) / k.S_PER_H
+    def add(self, t: np.ndarray, rate_per_h: np.ndarray, band: np.ndarray, domain: np.ndarray,
+            idle: np.ndarray) -> None:
+        """Samples of the rate in order, with each one's speed band and domain index and whether idling."""
+        valid, _, dt, rate0, area = self.integral.intervals(t, rate_per_h)
+        amount = area[valid] / k.S_PER_H
+        self.total = sum_in_order(self.total, amount)
+        sum_by_key(self.band, band[valid], amount, BAND_LABELS)
+        sum_by_key(self.domain, domain[valid], amount, SPEED_DOMAINS)
+        self.idle = sum_in_order(self.idle, amount[idle[valid]])
+        negative = valid & ((rate_per_h < 0) | (rate0 < 0))
+        if negative.any():  # an EV's regeneration
+            below = _below_zero_area(rate0[negative], rate_per_h[negative], dt[negative]) / k.S_PER_H
+            self.recovered = sum_in_order(self.recovered, below)
 
     def absorb(self, other: "RateTally") -> None:
         self.total += other.total
@@ -138,75 +139,83 @@ class Trip:
         self._merged_duration_s: float | None = None  # the total: trips' durations, not the span between
         self._merged_count = 0
 
-    # -- feeding ---------------------------------------------------------------------------------------
-    def add_speed(self, t: float, speed_kmh: float, engine_running: bool,
-                  position: tuple[float, float] | None = None) -> None:
-        """``position``: the current GPS fix, if fresh; a gap between two fixes is bridged by the distance
-        between them (a GPS outage or corrupt stretch costs no distance, and never adds a jump)."""
-        self.max_speed_kmh = speed_kmh if self.max_speed_kmh is None else max(self.max_speed_kmh, speed_kmh)
+    # -- feeding: samples of one quantity, in order, as arrays ----------------------------------------
+    def add_speeds(self, t: np.ndarray, speed_kmh: np.ndarray, engine_running: np.ndarray,
+                   lat: np.ndarray, lon: np.ndarray) -> None:
+        """Speed samples; ``lat``/``lon`` the GPS fix at each one if fresh (NaN if not). A gap between two
+        fixes is bridged by the distance between them (a GPS outage or corrupt stretch costs no distance, and
+        never adds a jump)."""
+        top = float(speed_kmh.max())
+        self.max_speed_kmh = top if self.max_speed_kmh is None else max(self.max_speed_kmh, top)
         standing = speed_kmh < STANDING_BELOW_KMH
-        if standing and not self._standing:
-            self.stops += 1
-        self._standing = standing
-        self.dynamics.add_speed(t, speed_kmh)
+        self.stops += int((standing & ~np.concatenate(([self._standing], standing[:-1]))).sum())
+        self._standing = bool(standing[-1])
+        self.dynamics.add_speeds(t, speed_kmh)
         previous = self.speed.last
-        step = self.speed.add(t, speed_kmh)
-        last_position, self._speed_position = self._speed_position, position
-        if step is None:
-            if previous is not None and t - previous[0] > self.settings.max_gap_s:
-                if self.on_event is not None:
-                    self.on_event("gap", previous[0], {"duration_s": float(t - previous[0])})
-                if position is not None and last_position is not None:
-                    km = great_circle_km(*last_position, *position)
-                    self.bridged_km += km
-                    dt = t - previous[0]
-                    self._add_distance(dt, km, km / dt * k.S_PER_H, engine_running)
-            return
-        dt, area = step
-        self._add_distance(dt, area / k.S_PER_H, area / dt, engine_running)
+        valid, gap, dt, _, area = self.speed.intervals(t, speed_kmh)
+        position = np.column_stack((lat, lon))
+        before = np.concatenate(([self._speed_position if self._speed_position is not None else (np.nan, np.nan)],
+                                 position[:-1]))
+        self._speed_position = None if np.isnan(lat[-1]) else (float(lat[-1]), float(lon[-1]))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            km, mean_kmh = area / k.S_PER_H, area / dt
+        used = valid.copy()
+        bridged = []
+        for i in np.flatnonzero(gap).tolist():  # gaps are rare: one at a time
+            t0 = previous[0] if i == 0 else float(t[i - 1])
+            if self.on_event is not None:
+                self.on_event("gap", t0, {"duration_s": float(t[i] - t0)})
+            if not (np.isnan(position[i]).any() or np.isnan(before[i]).any()):
+                km[i] = great_circle_km(*before[i].tolist(), *position[i].tolist())
+                mean_kmh[i] = km[i] / dt[i] * k.S_PER_H
+                used[i] = True
+                bridged.append(km[i])
+        self.bridged_km = sum_in_order(self.bridged_km, np.array(bridged))
+        self._add_distance(dt[used], km[used], mean_kmh[used], engine_running[used])
 
-    def add_position(self, lat: float, lon: float) -> None:
+    def add_positions(self, lat: np.ndarray, lon: np.ndarray) -> None:
         if self.start_position is None:
-            self.start_position = (lat, lon)
-        self.end_position = (lat, lon)
+            self.start_position = (float(lat[0]), float(lon[0]))
+        self.end_position = (float(lat[-1]), float(lon[-1]))
 
-    def _add_distance(self, dt: float, km: float, mean_kmh: float, engine_running: bool) -> None:
-        """``km`` driven over ``dt`` seconds, attributed to the band and domain of its mean speed."""
-        self.distance_km += km
-        band, domain = band_of(mean_kmh), domain_of(mean_kmh, self.settings)
-        self.band_time_s[band] += dt
-        self.band_km[band] += km
-        self.domain_time_s[domain] += dt
-        self.domain_km[domain] += km
-        if mean_kmh >= STANDING_BELOW_KMH:
-            self.moving_time_s += dt
-        elif engine_running:
-            self.idle_time_s += dt
+    def _add_distance(self, dt: np.ndarray, km: np.ndarray, mean_kmh: np.ndarray, engine_running: np.ndarray) -> None:
+        """``km`` driven over ``dt`` seconds per interval, attributed to the band and domain of its mean speed."""
+        self.distance_km = sum_in_order(self.distance_km, km)
+        band, domain = band_index(mean_kmh), domain_index(mean_kmh, self.settings)
+        sum_by_key(self.band_time_s, band, dt, BAND_LABELS)
+        sum_by_key(self.band_km, band, km, BAND_LABELS)
+        sum_by_key(self.domain_time_s, domain, dt, SPEED_DOMAINS)
+        sum_by_key(self.domain_km, domain, km, SPEED_DOMAINS)
+        moving = mean_kmh >= STANDING_BELOW_KMH
+        self.moving_time_s = sum_in_order(self.moving_time_s, dt[moving])
+        self.idle_time_s = sum_in_order(self.idle_time_s, dt[~moving & engine_running])
 
-    def add_fuel(self, source: str, t: float, rate_lph: float, speed_kmh: float, engine_running: bool) -> None:
+    def add_fuel(self, source: str, t: np.ndarray, rate_lph: np.ndarray, speed_kmh: np.ndarray,
+                 engine_running: np.ndarray) -> None:
+        """Fuel-rate estimates of one source (uncalibrated; the trip applies its correction)."""
         tally = self.fuel.get(source)
         if tally is None:
             tally = self.fuel[source] = RateTally(self.settings.max_gap_s)
-        idle = engine_running and speed_kmh < STANDING_BELOW_KMH
-        rate_lph *= self.fuel_corrections.get(source, 1.0)
-        tally.add(t, rate_lph, band_of(speed_kmh), domain_of(speed_kmh, self.settings), idle)
+        idle = engine_running & (speed_kmh < STANDING_BELOW_KMH)
+        tally.add(t, rate_lph * self.fuel_corrections.get(source, 1.0), band_index(speed_kmh),
+                  domain_index(speed_kmh, self.settings), idle)
 
-    def add_battery_power(self, t: float, power_kw: float, speed_kmh: float) -> None:
+    def add_battery_power(self, t: np.ndarray, power_kw: np.ndarray, speed_kmh: np.ndarray) -> None:
         """Pack power out (kW, negative while regenerating or charging), attributed like fuel."""
         if self.energy is None:
             self.energy = RateTally(self.settings.max_gap_s)
-        self.energy.add(t, power_kw, band_of(speed_kmh), domain_of(speed_kmh, self.settings),
+        self.energy.add(t, power_kw, band_index(speed_kmh), domain_index(speed_kmh, self.settings),
                         speed_kmh < STANDING_BELOW_KMH)
 
-    def add_soc(self, soc_pct: float) -> None:
+    def add_soc(self, soc_pct: np.ndarray) -> None:
         if self.soc_first_pct is None:
-            self.soc_first_pct = soc_pct
-        self.soc_last_pct = soc_pct
+            self.soc_first_pct = float(soc_pct[0])
+        self.soc_last_pct = float(soc_pct[-1])
 
-    def add_odometer(self, odometer_km: float) -> None:
+    def add_odometer(self, odometer_km: np.ndarray) -> None:
         if self.odometer_first_km is None:
-            self.odometer_first_km = odometer_km
-        self.odometer_last_km = odometer_km
+            self.odometer_first_km = float(odometer_km[0])
+        self.odometer_last_km = float(odometer_km[-1])
 
     # -- merging and reporting -------------------------------------------------------------------------
     @property

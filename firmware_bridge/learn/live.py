@@ -18,7 +18,6 @@ from pathlib import Path
 
 import can
 
-from firmware_bridge.decode.live import LiveDecoder
 from firmware_bridge.learn.evidence import Evidence
 from firmware_bridge.learn.fit import Finding, Learner
 from firmware_bridge.learn.folder import signal_source, write_folder
@@ -50,9 +49,7 @@ def adopt(pipeline, folder: Path, name: str, findings: list[Finding]) -> None:
         signal_map[finding.quantity] = [signal_source(name, finding), *signal_map.get(finding.quantity, [])]
     state = VehicleState(signal_map, old.stale_s)
     state.values, state.times = old.values, old.times
-    decoder = LiveDecoder(database, state.wanted_signals())
-    decoder.reference.counts = decoder.counts = pipeline.decoder.counts
-    pipeline.state, pipeline.decoder = state, decoder
+    pipeline.use_state(state, database, counts=pipeline.decoder.counts)
 
 
 class LiveLearner(can.Listener):

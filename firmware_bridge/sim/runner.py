@@ -309,6 +309,7 @@ def run_on_sim_clock(bus: can.BusABC, pipeline, clock: SimClock, stop: threading
     wall0, t0 = time.monotonic(), clock.now()
     late_reported = False
     next_tick = t0
+    received_frames: list[can.Message] = []  # handed to the pipeline every tick, as a live bus's are
     try:
         while not stop.is_set():
             now = clock.now()
@@ -318,7 +319,7 @@ def run_on_sim_clock(bus: can.BusABC, pipeline, clock: SimClock, stop: threading
                 received = 0
                 while (msg := bus.recv(timeout=0)) is not None:
                     received += 1
-                    pipeline.feed(msg)
+                    received_frames.append(msg)
                     for listener in listeners:
                         listener.on_message_received(msg)
                 if settled and not heard and not received:
@@ -329,6 +330,8 @@ def run_on_sim_clock(bus: can.BusABC, pipeline, clock: SimClock, stop: threading
                 while (msg := tap_bus.recv(timeout=0)) is not None:
                     tap.on_message_received(msg)
             if now >= next_tick:
+                pipeline.feed_messages(received_frames)
+                received_frames = []
                 pipeline.tick(now)
                 if on_tick is not None:
                     on_tick()
@@ -344,6 +347,7 @@ def run_on_sim_clock(bus: can.BusABC, pipeline, clock: SimClock, stop: threading
                                 speedup)
             clock.advance(due)
     finally:
+        pipeline.feed_messages(received_frames)
         pipeline.finish()
         if on_tick is not None:
             on_tick()

@@ -64,37 +64,24 @@ class AgentSchedule:
     def __init__(self, pipeline, health: AgentHealth, emit, interval_s: float) -> None:
         self.health, self.emit, self.interval_s = health, emit, interval_s
         self._next_t: float | None = None
-        pipeline.sample_listeners.append(self.on_sample)
-        pipeline.stretch_listeners.append(self)
+        pipeline.segment_listeners.append(self.on_segment)
 
-    def on_sample(self, sample, values) -> None:
-        self._at(sample.t)
-
-    def _at(self, t: float) -> None:
+    def on_segment(self, segment) -> None:
+        """A point at each sample that is ``interval_s`` after the last point's (the first sample starts it)."""
+        times, start = segment.t, 0
         if self._next_t is None:
-            self._next_t = t + self.interval_s
-        elif t >= self._next_t:
-            self._next_t = t + self.interval_s
-            point = self.health.point(t)  # the sample's time: a replayed block's points stay apart
-            if point is not None:
-                self.emit(point)
-
-    def due_t(self) -> None:
-        """Never: the health point reads the agent's counters, not the analytics' state at a sample."""
-        return None
-
-    def on_stretch(self, stretch) -> None:
-        """A replayed stretch of samples: a point at each sample on_sample would have made one at."""
-        times, start = stretch.t, 0
-        if self._next_t is None:
-            self._at(float(times[0]))
+            self._next_t = float(times[0]) + self.interval_s
             start = 1
         while start < len(times):
             due = times[start:] >= self._next_t
             at = int(np.argmax(due))
             if not due[at]:
                 break
-            self._at(float(times[start + at]))
+            t = float(times[start + at])
+            self._next_t = t + self.interval_s
+            point = self.health.point(t)  # the sample's time: a replayed block's points stay apart
+            if point is not None:
+                self.emit(point)
             start += at + 1
 
 

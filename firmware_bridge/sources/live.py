@@ -81,44 +81,65 @@ class BusHealth(can.Listener):
 
 
 class PipelineFeeder(can.Listener):
-    """Hands received frames to the pipeline; the lock keeps the periodic tick out of a frame's way."""
+    """Collects the frames python-can's Notifier receives; every tick hands them to the pipeline as one block."""
 
-    def __init__(self, pipeline: Pipeline, lock: threading.Lock) -> None:
-        self.pipeline, self.lock = pipeline, lock
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frames: list[can.Message] = []
 
     def on_message_received(self, msg: can.Message) -> None:
-        with self.lock:
-            self.pipeline.feed(msg)
+        with self._lock:
+            self._frames.append(msg)
+
+    def take(self) -> list[can.Message]:
+        """The frames received since the last call, in order."""
+        with self._lock:
+            frames, self._frames = self._frames, []
+        return frames
 
     def on_error(self, exc: Exception) -> None:  # keep listening: a bus hiccup must not end the drive
         pass
 
 
-def run_live(bus: can.BusABC | None, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
-             on_tick=None, tick_wall_s: float = 0.25, gps=None) -> None:
-    """Until ``stop`` is set: frames to the pipeline, and every ``tick_wall_s`` a silence check and ``on_tick``.
-    ``gps`` (a :class:`~firmware_bridge.sources.gps.GpsReceiver`) feeds its fixes too; ``bus`` None: GPS only."""
-    lock = threading.Lock()
-    notifier = can.Notifier(bus, [PipelineFeeder(pipeline, lock), *listeners], timeout=0.05) if bus else None
+#: Wall seconds between two hand-overs of received frames to the pipeline (and silence checks).
+TICK_WALL_S = 0.1
 
-    def feed_fix(frame) -> None:
+
+def run_live(bus: can.BusABC | None, pipeline: Pipeline, clock, stop: threading.Event, listeners=(),
+             on_tick=None, tick_wall_s: float = TICK_WALL_S, gps=None) -> None:
+    """Until ``stop`` is set: every ``tick_wall_s`` the frames received meanwhile go to the pipeline as a block,
+    then the silence check and ``on_tick``. ``gps`` (a :class:`~firmware_bridge.sources.gps.GpsReceiver`)
+    feeds its fixes after them; ``bus`` None: GPS only."""
+    feeder = PipelineFeeder()
+    notifier = can.Notifier(bus, [feeder, *listeners], timeout=0.05) if bus else None
+    lock = threading.Lock()
+    fixes: list = []
+
+    def take_fix(frame) -> None:
         with lock:
+            fixes.append(frame)
+
+    def hand_over() -> None:
+        pipeline.feed_messages(feeder.take())
+        with lock:
+            taken, fixes[:] = list(fixes), []
+        for frame in taken:
             pipeline.feed_frame(frame)
 
     if gps is not None:
-        gps.start(feed_fix)
+        gps.start(take_fix)
     try:
         while not stop.wait(tick_wall_s):
-            with lock:
-                pipeline.tick(clock.now())
-                if on_tick is not None:
-                    on_tick()
+            hand_over()
+            pipeline.tick(clock.now())
+            if on_tick is not None:
+                on_tick()
     finally:
         if gps is not None:
             gps.stop()
         if notifier is not None:
             notifier.stop()
-        with lock:
-            pipeline.finish()
-            if on_tick is not None:
-                on_tick()
+        hand_over()
+        pipeline.finish()
+        if on_tick is not None:
+            on_tick()

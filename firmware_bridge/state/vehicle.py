@@ -1,6 +1,7 @@
 """Decoded DBC signals to canonical vehicle quantities, one source at a time per quantity.
 
 The signal map says which ``MESSAGE.signal`` gives ``speed_kmh``, ``engine_rpm``... in order of preference.
+Frames arrive in blocks (a log's, or what a live bus gave in one tick) and are turned into columns of samples.
 A lower-ranked source only speaks while every better one has been quiet for ``stale_s``, so a car that
 broadcasts its speed and also answers OBD-II requests yields one speed series, not two interleaved ones.
 """
@@ -11,8 +12,10 @@ import tomllib
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
+
 from firmware_bridge.errors import InputError
-from firmware_bridge.records import DecodedFrame, Sample
+from firmware_bridge.records import DecodedFrame, SampleBlock
 
 #: Seconds after which a better source counts as gone and the next one is used.
 DEFAULT_STALE_S = 2.0
@@ -68,17 +71,22 @@ def check_signal_map(path: str | Path, db) -> None:
 
 
 class VehicleState:
-    """Latest value of each quantity, fed by decoded frames, emitting accepted :class:`Sample` objects."""
+    """Latest value of each quantity, fed by decoded frames a block at a time, handing out the accepted samples
+    as a :class:`SampleBlock` (a block of one frame is a block like any other)."""
 
     def __init__(self, signal_map: dict[str, list[str]], stale_s: float = DEFAULT_STALE_S) -> None:
         self.stale_s = stale_s
-        # message -> [(signal, quantity, rank)]: one dict lookup per frame, then only the mapped signals.
+        # message -> [(signal, quantity, rank)]: the mapped signals of each message, in route order.
         self._routes: dict[str, list[tuple[str, str, int]]] = {}
         for quantity, sources in signal_map.items():
             for rank, source in enumerate(sources):
                 message, signal = source.split(".", 1)
                 self._routes.setdefault(message, []).append((signal, quantity, rank))
-        self._last_seen: dict[tuple[str, int], float] = {}  # (quantity, rank) -> last time that source spoke
+        self.quantities: tuple[str, ...] = tuple(sorted(signal_map))
+        self._qid = {q: i for i, q in enumerate(self.quantities)}
+        #: (quantity id, rank) -> last time that source spoke, as one array (-inf: never).
+        ranks = max((len(sources) for sources in signal_map.values()), default=1)
+        self._last_seen = np.full((len(self.quantities), max(ranks, 1)), -np.inf)
         self.values: dict[str, float] = {}
         self.times: dict[str, float] = {}
 
@@ -87,25 +95,96 @@ class VehicleState:
         return {message: {signal for signal, _, _ in routes} for message, routes in self._routes.items()}
 
     def routes(self) -> dict[str, list[tuple[str, str, int]]]:
-        """message -> [(signal, quantity, rank)] in the order :meth:`update` reads them (for batch replay)."""
+        """message -> [(signal, quantity, rank)] in route order."""
         return self._routes
 
-    def update(self, frame: DecodedFrame) -> list[Sample]:
-        routes = self._routes.get(frame.message)
-        if not routes:
-            return []
-        samples = []
-        t = frame.t
-        for signal, quantity, rank in routes:
-            value = frame.signals.get(signal)
-            if value is None:
-                continue
-            self._last_seen[(quantity, rank)] = t
-            if any(t - self._last_seen.get((quantity, better), float("-inf")) < self.stale_s
-                   for better in range(rank)):
-                continue
-            value = float(value)
-            self.values[quantity] = value
-            self.times[quantity] = t
-            samples.append(Sample(t, quantity, value))
-        return samples
+    def accept_decoded(self, decoded) -> SampleBlock:
+        """A decoded block's samples: its messages' columns, and the frames decoded one by one."""
+        times = decoded.block.t
+        parts = [(rows * _PARTS, times[rows], name, names, columns)
+                 for name, (_, fragments) in decoded.messages.items() for rows, names, columns in fragments]
+        for row, frames in decoded.one_by_one.items():
+            parts += self._frame_parts(frames, row * _PARTS)
+        return self.accept(parts)
+
+    def accept_frames(self, frames: list[DecodedFrame]) -> SampleBlock:
+        """Frames already decoded (GPS fixes), in order."""
+        return self.accept(self._frame_parts(frames, 0))
+
+    @staticmethod
+    def _frame_parts(frames: list[DecodedFrame], first_key: int) -> list:
+        parts = []
+        for i, frame in enumerate(frames):
+            signals = {name: value for name, value in frame.signals.items() if value is not None}
+            parts.append((np.array([first_key + i]), np.array([frame.t], dtype=np.float64), frame.message,
+                          tuple(signals), [[value] for value in signals.values()]))
+        return parts
+
+    def accept(self, parts) -> SampleBlock:
+        """Samples of decoded columns [(frame keys, times, message, signal names, value columns)]: a source is
+        accepted only while every better source of its quantity has been silent for ``stale_s``."""
+        pieces = []  # (frame keys, times, route position, quantity id, rank, values)
+        for keys, times, message, names, columns in parts:
+            for position, (signal, quantity, rank) in enumerate(self._routes.get(message, ())):
+                if signal in names:
+                    values = np.asarray(columns[names.index(signal)], dtype=np.float64)
+                    pieces.append((keys, times, position, self._qid[quantity], rank, values))
+        before = {q: (self.times[q], v) for q, v in self.values.items()}
+        if not pieces:
+            return _empty(self.quantities, before)
+        key = np.concatenate([p[0] * _ROUTES + p[2] for p in pieces])
+        order = np.argsort(key, kind="stable")  # frame order, then the message's route order
+        t = np.concatenate([p[1] for p in pieces])[order]
+        qid = np.concatenate([np.full(len(p[0]), p[3]) for p in pieces])[order]
+        rank = np.concatenate([np.full(len(p[0]), p[4]) for p in pieces])[order]
+        value = np.concatenate([p[5] for p in pieces])[order]
+        finite = np.isfinite(value) & np.isfinite(t)  # a NaN from a float signal is no reading
+        t, qid, rank, value, key = t[finite], qid[finite], rank[finite], value[finite], key[order][finite]
+        accepted = self._accepted(t, qid, rank)
+        self._remember(t, qid, rank, value, accepted)
+        return SampleBlock(self.quantities, t[accepted], qid[accepted], value[accepted],
+                           key[accepted] // _ROUTES, before)
+
+    def _accepted(self, t: np.ndarray, qid: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Rejected while a better source of the same quantity spoke less than stale_s before (earlier in the
+        block, or before it)."""
+        accepted = np.ones(len(t), dtype=bool)
+        lower = np.flatnonzero(rank > 0)
+        if not len(lower):
+            return accepted
+        n = len(t)
+        width = self._last_seen.shape[1]
+        # Every sample keyed by (source, position): a source's last sample before position i is a search away.
+        keys = (qid * width + rank) * n + np.arange(n)
+        order = np.argsort(keys)
+        sorted_keys = keys[order]
+        for better in range(int(rank.max())):
+            mine = lower[rank[lower] > better]
+            source = qid[mine] * width + better
+            j = np.searchsorted(sorted_keys, source * n + mine) - 1
+            found = (j >= 0) & (sorted_keys[np.maximum(j, 0)] // n == source)
+            last = np.where(found, t[order[np.maximum(j, 0)]], self._last_seen[qid[mine], better])
+            accepted[mine] &= ~(t[mine] - last < self.stale_s)
+        return accepted
+
+    def _remember(self, t, qid, rank, value, accepted) -> None:
+        """The last time each source spoke; each quantity's newest accepted value and its time."""
+        sources = qid * self._last_seen.shape[1] + rank
+        unique, first_from_end = np.unique(sources[::-1], return_index=True)
+        self._last_seen.flat[unique] = t[len(t) - 1 - first_from_end]
+        newest = np.full(len(self.quantities), -1)
+        newest[qid[accepted]] = np.flatnonzero(accepted)
+        for q in np.flatnonzero(newest >= 0).tolist():
+            i = newest[q]
+            self.values[self.quantities[q]] = float(value[i])
+            self.times[self.quantities[q]] = float(t[i])
+
+
+#: Frame keys leave room for the frames one block row splits into (an OBD-II answer of several PIDs), and
+#: sample keys for the routes of one message.
+_PARTS, _ROUTES = 16, 64
+
+
+def _empty(quantities: tuple[str, ...], before: dict) -> SampleBlock:
+    nothing = np.zeros(0)
+    return SampleBlock(quantities, nothing, nothing.astype(np.int64), nothing, nothing.astype(np.int64), before)

@@ -1,8 +1,10 @@
-"""The fast replay path (numpy candump reader + compiled decoders) against python-can + cantools, frame for frame.
+"""One analytics over blocks: any cut of a log into blocks gives the same figures and points, and the numpy
+reader and compiled decoders give what python-can's readers and cantools give.
 
-Every test replays the same logs both ways: python-can's readers, cantools ``Message.decode`` per frame
-(``FrameDecoder``) and ``Pipeline.feed`` — the path the agent used before — and ``read_blocks`` + ``replay_blocks``.
-The stats JSON must be identical (same floats, same counts), and so must the problems reported for bad lines.
+- ``cuts``: the same log in blocks of 1, 17 and 4096 frames and whole through `replay`'s path: identical stats
+  JSON (same floats, same counts) and identical points, series by series in emitted order.
+- ``reference``: python-can's readers and cantools ``Message.decode`` per frame (the naive path), fed to the
+  same analytics, against ``read_blocks`` and the compiled decoders: identical stats, problems and points.
 """
 
 from __future__ import annotations
@@ -12,21 +14,23 @@ import json
 import random
 
 import can
+import numpy as np
 import pytest
 
 from conftest import T0, obd_drive, obd_response, run_cli, write_log
+from oracle import use_cantools
 from firmware_bridge.analytics.points import PointEmitter
 from firmware_bridge.analytics.settings import AnalyticsSettings
-from firmware_bridge.replay import replay_blocks
 from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
 from firmware_bridge.records import Point
+from firmware_bridge.replay import replay_blocks
 from firmware_bridge.sinks.line_protocol import to_line
 from firmware_bridge.sim import load_cycle
 from firmware_bridge.sim import write_log as simulate_log
 from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.sources import frame_blocks
-from firmware_bridge.sources.frame_blocks import read_blocks
+from firmware_bridge.sources.frame_blocks import block_of_messages, join_blocks, read_blocks
 from firmware_bridge.sources.logs import LogProblems, read_logs
 
 
@@ -34,37 +38,6 @@ def _pipeline(vehicle="kei-sim", settings=None, corrections=None) -> Pipeline:
     pipeline = Pipeline(PipelineOptions(vehicle=vehicle, settings=settings or AnalyticsSettings()))
     pipeline.tracker.fuel_corrections.update(corrections or {})
     return pipeline
-
-
-def reference(paths, emitter=None, **options) -> tuple[str, list[str], int, list[str]]:
-    """(stats JSON, problems reported, samples the analytics were fed, points `replay` writes) the per-frame
-    python-can/cantools way."""
-    pipeline = _pipeline(**options)
-    pipeline.decoder = FrameDecoder(pipeline.decoder.db)
-    fed = [0]
-    feed = pipeline.tracker.feed
-
-    def counting_feed(sample, values):
-        fed[0] += 1
-        return feed(sample, values)
-
-    pipeline.tracker.feed = counting_feed
-    points = _points(pipeline, **(emitter or {}))
-    problems = LogProblems(max_examples=50)
-    pipeline.feed_all(read_logs(paths, problems))
-    pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fed[0], points()
-
-
-def fast(paths, points: bool = True, emitter=None, **options) -> tuple[str, list[str], int, list[str]]:
-    """(stats JSON, problems reported, samples fast-forwarded, points) the way `replay` (points=True) or
-    `stats` replays now."""
-    pipeline = _pipeline(**options)
-    emitted = _points(pipeline, **(emitter or {})) if points else list
-    problems = LogProblems(max_examples=50)
-    fast_forwarded = replay_blocks(pipeline, read_blocks(paths, problems))
-    pipeline.finish()
-    return json.dumps(pipeline.stats(problems.count), indent=1), problems.examples, fast_forwarded, emitted()
 
 
 def _points(pipeline, **emitter_options):
@@ -81,15 +54,62 @@ def _points(pipeline, **emitter_options):
     return series
 
 
-def assert_same(paths, fast_forwarded_share: float = 0.0, emitter=None, **options) -> dict:
-    """Identical stats, problems and points, with and without a point emitter listening; at least
-    ``fast_forwarded_share`` of the samples took the numpy shortcut either way."""
-    expected = reference(paths, emitter, **options)
-    for got in (fast(paths, points=False, **options), fast(paths, emitter=emitter, **options)):
-        assert sorted(got[1]) == sorted(expected[1])  # a block's bad lines come before its frames out of range
-        assert got[0] == expected[0]
-        assert got[2] >= fast_forwarded_share * expected[2], (got[2], expected[2])
-    assert got[3] == expected[3]
+def _run(pipeline, blocks, problems, emitter) -> tuple[str, list[str]]:
+    points = _points(pipeline, **(emitter or {}))
+    replay_blocks(pipeline, blocks)
+    pipeline.finish()
+    return json.dumps(pipeline.stats(problems.count), indent=1), points()
+
+
+# -- any cut into blocks -----------------------------------------------------------------------------------
+def _cut(blocks, frames: int | None, head: int | None):
+    """The log's frames (the first ``head`` of them) in blocks of ``frames`` (None: one block)."""
+    whole = join_blocks(list(blocks))
+    whole = whole.select(np.arange(min(head or len(whole), len(whole))))
+    frames = frames or len(whole)
+    for lo in range(0, len(whole), frames):
+        yield whole.select(np.arange(lo, min(lo + frames, len(whole))))
+
+
+def assert_any_cut(paths, cuts=(1, 17, 4096), head: int | None = None, emitter=None, **options) -> dict:
+    """The same figures and points whichever way the log (its first ``head`` frames) is cut into blocks."""
+    def run(frames):
+        problems = LogProblems()
+        return _run(_pipeline(**options), _cut(read_blocks(paths, problems), frames, head), problems, emitter)
+
+    expected = run(None)
+    for frames in cuts:
+        got = run(frames)
+        assert got[0] == expected[0], f"blocks of {frames}: other figures"
+        assert got[1] == expected[1], f"blocks of {frames}: other points"
+    return json.loads(expected[0])
+
+
+# -- against python-can and cantools -----------------------------------------------------------------------
+def reference(paths, emitter=None, **options) -> tuple[str, list[str], list[str]]:
+    """(stats JSON, problems reported, points) through python-can's readers and cantools."""
+    pipeline = _pipeline(**options)
+    use_cantools(pipeline)
+    problems = LogProblems(max_examples=50)
+    messages = list(read_logs(paths, problems))
+    blocks = (block_of_messages(messages[lo:lo + 4096]) for lo in range(0, len(messages), 4096))
+    stats, points = _run(pipeline, blocks, problems, emitter)
+    return stats, problems.examples, points
+
+
+def fast(paths, emitter=None, **options) -> tuple[str, list[str], list[str]]:
+    """(stats JSON, problems reported, points) the way `replay` reads and decodes."""
+    problems = LogProblems(max_examples=50)
+    stats, points = _run(_pipeline(**options), read_blocks(paths, problems), problems, emitter)
+    return stats, problems.examples, points
+
+
+def assert_same(paths, emitter=None, **options) -> dict:
+    """Identical stats, problems and points both ways."""
+    expected, got = reference(paths, emitter, **options), fast(paths, emitter, **options)
+    assert sorted(got[1]) == sorted(expected[1])  # a block's bad lines come before its frames out of range
+    assert got[0] == expected[0]
+    assert got[2] == expected[2]
     return json.loads(expected[0])
 
 
@@ -108,30 +128,39 @@ def broadcast_log(tmp_path_factory, part_cycle):
 
 
 def test_simulated_drive_with_broadcast_and_obd(broadcast_log):
-    stats = assert_same([broadcast_log], fast_forwarded_share=0.95)
+    stats = assert_same([broadcast_log])
     assert stats["frames"]["decoded"] > 80_000 and stats["trips"]
+    assert assert_any_cut([broadcast_log], cuts=(4096,)) == stats
+    assert_any_cut([broadcast_log], cuts=(17,), head=30_000)
+    assert assert_any_cut([broadcast_log], cuts=(1,), head=6000)["trips"] == []  # 45 s: too short a trip
 
 
 @pytest.mark.parametrize("emitter", [{"interval_s": 0.25, "trip_update_s": 7.0, "hold_s": 0.5},
                                      {"interval_s": 10.0, "trip_update_s": 600.0}])
 def test_other_point_intervals(broadcast_log, emitter):
     """Vehicle points four times a second with short holds (intervals without a fresh value skipped) and trip
-    rewrites every 7 s, or a point every 10 s: the same points either way."""
-    assert_same([broadcast_log], fast_forwarded_share=0.9, emitter=emitter)
+    rewrites every 7 s, or a point every 10 s: the same points either way, and in any cut."""
+    assert_same([broadcast_log], emitter=emitter)
+    assert_any_cut([broadcast_log], cuts=(1, 17), head=4000, emitter=emitter)
 
 
 @pytest.mark.parametrize("pid_set", ["maf", "fuel_rate"])
 def test_obd_only_drives(tmp_path, part_cycle, pid_set):
     path = tmp_path / f"{pid_set}.log"
     simulate_log(path, part_cycle, pid_set=pid_set, broadcast=False)
-    assert assert_same([path], fast_forwarded_share=0.9)["trips"][0]["fuel_source"] == pid_set
+    stats = assert_same([path])
+    assert stats["trips"][0]["fuel_source"] == pid_set
+    assert assert_any_cut([path]) == stats
 
 
 def test_ev_drive(tmp_path, part_cycle):
     ev = pytest.importorskip("firmware_bridge.sim.ev")
     path = tmp_path / "ev.log"
     simulate_log(path, part_cycle, ev.EvConfig())
-    assert assert_same([path], vehicle="mitsubishi-i-miev", fast_forwarded_share=0.9)["frames"]["decoded"] > 0
+    stats = assert_same([path], vehicle="mitsubishi-i-miev")
+    assert stats["frames"]["decoded"] > 0 and stats["trips"][0]["energy_regen_kwh"] > 0
+    assert assert_any_cut([path], cuts=(4096,), vehicle="mitsubishi-i-miev") == stats
+    assert_any_cut([path], cuts=(17,), head=20_000, vehicle="mitsubishi-i-miev")
 
 
 def _edited(source, target, edit) -> None:
@@ -147,7 +176,7 @@ def _edited(source, target, edit) -> None:
 
 
 def test_idle_stop_priority_switch_gaps_and_a_trip_split(tmp_path, broadcast_log):
-    """The edges the shortcut leaves to the per-frame path: rpm 0 at standstills (idle-stop), the broadcast
+    """The edges where the tracker splits blocks: rpm 0 at standstills (idle-stop), the broadcast
     speed silent for a minute (the OBD-II answers take over after 2 s), 10 s with no frames (gaps), 310 s of
     silence (two trips); with harsh-event thresholds low enough to count some, and fill-up corrections."""
     def edit(t, frame_id, line):
@@ -158,11 +187,14 @@ def test_idle_stop_priority_switch_gaps_and_a_trip_split(tmp_path, broadcast_log
         return line
 
     _edited(broadcast_log, tmp_path / "edges.log", edit)
-    stats = assert_same([tmp_path / "edges.log"], fast_forwarded_share=0.8,
+    stats = assert_same([tmp_path / "edges.log"],
                         settings=AnalyticsSettings(harsh_accel_ms2=0.9, harsh_brake_ms2=0.9),
                         corrections={"fuel_rate": 1.04, "speed_density": 0.97})
     assert len(stats["trips"]) == 2 and stats["total"]["gaps"] >= 1
     assert stats["total"]["harsh_accel_events"] > 0 and stats["total"]["harsh_brake_events"] > 0
+    assert assert_any_cut([tmp_path / "edges.log"], cuts=(57, 4096),
+                          settings=AnalyticsSettings(harsh_accel_ms2=0.9, harsh_brake_ms2=0.9),
+                          corrections={"fuel_rate": 1.04, "speed_density": 0.97}) == stats
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -183,7 +215,7 @@ def test_randomly_edited_logs(tmp_path, broadcast_log, seed):
         return line
 
     _edited(broadcast_log, tmp_path / "random.log", edit)
-    assert_same([tmp_path / "random.log"], fast_forwarded_share=0.5)
+    assert assert_same([tmp_path / "random.log"]) == assert_any_cut([tmp_path / "random.log"], cuts=(1000 + seed,))
 
 
 def test_two_logs_small_blocks_gz_and_blf(tmp_path, broadcast_log, monkeypatch):
@@ -193,8 +225,8 @@ def test_two_logs_small_blocks_gz_and_blf(tmp_path, broadcast_log, monkeypatch):
     gz.write_bytes(gzip.compress(broadcast_log.read_bytes()))
     blf = tmp_path / "drive.blf"
     write_log(blf, list(can.LogReader(str(broadcast_log)))[:30_000])
-    assert_same([broadcast_log, gz], fast_forwarded_share=0.95)
-    assert_same([blf], fast_forwarded_share=0.9)
+    assert_same([broadcast_log, gz])
+    assert_same([blf])
 
 
 def test_blf_frames_as_python_can_reads_them(tmp_path, trapezoid_drive):
@@ -250,7 +282,7 @@ def test_corrupt_and_unusual_lines(tmp_path, trapezoid_drive):
 
 
 def test_multi_pid_and_iso_tp_answers(tmp_path, trapezoid_drive):
-    """Answers ObdAnswers splits or reassembles go through it at their place in the stream."""
+    """Answers ObdAnswers splits or reassembles go through it at their place in the stream, in any cut."""
     frames = obd_drive(trapezoid_drive[:60])
     t = frames[-1].timestamp + 0.5
     frames.append(can.Message(timestamp=t, arbitration_id=0x7E8, is_extended_id=False,
@@ -261,7 +293,7 @@ def test_multi_pid_and_iso_tp_answers(tmp_path, trapezoid_drive):
                               data=[0x21, 0x0B, 0x28, 0x55, 0x55, 0x55, 0x55, 0x55]))  # consecutive frame
     frames += obd_drive(trapezoid_drive[60:], t0=t + 1.0)
     write_log(tmp_path / "multi.log", frames)
-    assert_same([tmp_path / "multi.log"])
+    assert assert_same([tmp_path / "multi.log"]) == assert_any_cut([tmp_path / "multi.log"])
 
 
 def test_decode_command_matches_cantools(tmp_path, broadcast_log):
