@@ -5,6 +5,8 @@ Tests hold the compiled decoders and the numpy readers to it; the benchmarks mea
 
 from __future__ import annotations
 
+import numpy as np
+
 from firmware_bridge.decode.batch import DecodedBlock
 from firmware_bridge.decode.decoder import FrameDecoder
 
@@ -17,14 +19,27 @@ class CantoolsBlocks:
         self.answers = pipeline.obd_answers
 
     def decode(self, block, every_signal: bool = False) -> DecodedBlock:
+        """Rows decoded one at a time; frames of one message and one set of signals gathered into columns, as
+        the compiled decoders hand them over (answers split into several frames stay frame by frame)."""
         decoded = DecodedBlock(block, every_signal)
+        gathered: dict[str, dict[tuple[str, ...], tuple[list[int], list[dict]]]] = {}
         for row in range(len(block)):
             msg = block.message(row)
             parts = self.answers.split(msg)
-            frames = (self.reference.decode(part) for part in ([msg] if parts is None else parts))
-            decoded.one_by_one[row] = [frame for frame in frames if frame is not None]
+            frames = [frame for frame in (self.reference.decode(part) for part in ([msg] if parts is None else parts))
+                      if frame is not None]
+            if parts is None and len(frames) == 1:
+                frame = frames[0]
+                rows, signals = gathered.setdefault(frame.message, {}).setdefault(tuple(frame.signals), ([], []))
+                rows.append(row)
+                signals.append(frame.signals)
+            elif frames:
+                decoded.one_by_one[row] = frames
+        for message, by_names in gathered.items():
+            fragments = [(np.array(rows), names, [[signals[name] for signals in frames] for name in names])
+                         for names, (rows, frames) in by_names.items()]
+            decoded.add(message, np.sort(np.concatenate([f[0] for f in fragments])), fragments)
         return decoded
-
 
 def use_cantools(pipeline) -> None:
     """The pipeline decodes with cantools per frame from now on; the frame counts are cantools'."""
