@@ -22,14 +22,6 @@ class DecodedFrame(NamedTuple):
     signals: dict[str, float]
 
 
-class Sample(NamedTuple):
-    """One canonical quantity (``speed_kmh``, ``engine_rpm``...) at one moment, frame time in Unix seconds."""
-
-    t: float
-    quantity: str
-    value: float
-
-
 @dataclass
 class Point:
     """One time-series point for the sinks (InfluxDB line protocol model), time in Unix seconds."""

@@ -1,4 +1,4 @@
-"""One trip's running totals, and the trip summary of the stats JSON contract (DESIGN §3).
+"""One trip's running totals, and the trip summary of the stats JSON (the contract the README documents).
 
 Samples arrive as arrays (a segment of a block, one sample or thousands); every figure is a running sum
 that takes its terms one at a time in order, so a drive gives the same figures, bit for bit, however its
@@ -296,7 +296,7 @@ class Trip:
                 "catalog_pct": self._catalog_pct(domain, km_per_l, wh_per_km)}
 
     def summary(self) -> dict:
-        """The TRIP object of the stats JSON (DESIGN §3): floats, null where the data cannot give them."""
+        """The TRIP object of the stats JSON: floats, null where the data cannot give them."""
         source = self.fuel_source
         tally = self.fuel.get(source) if source in FUEL_SOURCES else None
         energy = self.energy
