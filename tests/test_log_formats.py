@@ -12,7 +12,7 @@ from pathlib import Path
 import can
 import pytest
 
-from conftest import T0, obd_drive, obd_response, run_cli, write_log
+from conftest import T0, obd_drive, obd_response, real_log, run_cli, write_log
 from firmware_bridge.sources.blf_blocks import blf_blocks
 from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems, log_format, read_logs
@@ -280,6 +280,47 @@ def test_time_going_backwards_inside_a_file_is_reported_with_the_frame(tmp_path,
     assert problems.time_steps_back == 1 and "frame 301" in problems.time_examples[0]
 
 
+def _same_as_blf_reader(blf: Path) -> int:
+    """The block reader's frames of a BLF file equal python-can's own ``BLFReader``'s: times, IDs, flags, data."""
+    expected = list(can.BLFReader(str(blf)))
+    got = [(float(b.t[r]), int(b.frame_id[r]), bool(b.extended[r]), bool(b.remote[r]), bool(b.error[r]),
+            bytes(b.data[r, :b.length[r]])) for b in blf_blocks(blf, LogProblems()) for r in range(len(b))]
+    assert got == [(m.timestamp, 0 if m.is_error_frame else m.arbitration_id, m.is_extended_id, m.is_remote_frame,
+                    m.is_error_frame, b"" if m.is_remote_frame else bytes(m.data)) for m in expected]
+    return len(got)
+
+
+def test_blf_reader_is_pinned_to_the_python_can_releases_it_was_checked_against():
+    """blf_blocks reuses python-can's BLF internals: pyproject.toml allows only the releases it names."""
+    import re
+    import tomllib
+
+    from firmware_bridge.sources.blf_blocks import CHECKED_PYTHON_CAN
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    [spec] = [d for d in project["dependencies"] if d.startswith("python-can")]
+    low, high = re.fullmatch(r"python-can>=4\.(\d+),<4\.(\d+)", spec).groups()
+    assert CHECKED_PYTHON_CAN == tuple(f"4.{minor}." for minor in range(int(low), int(high)))
+    assert can.__version__.startswith(CHECKED_PYTHON_CAN)  # so the tests below run the numpy path
+
+
+@pytest.mark.parametrize("name", ["civic19typer_turnonanddrive.log", "civic8th_40mph.trc",
+                                  "yaris09_engineonaconoffstockecu.trc",
+                                  *sorted(p.name for p in REAL_DIR.glob("*.blf*"))])
+def test_blf_blocks_of_a_real_drive_equal_python_can(tmp_path, name):
+    """A real car's recording as BLF (written by python-can's BLFWriter unless it is one): the same frames as
+    python-can's BLFReader gives."""
+    path = real_log(name)
+    if ".blf" in path.suffixes:
+        blf = path
+    else:
+        blf = tmp_path / "real.blf"
+        with can.BLFWriter(str(blf)) as writer:
+            for msg in read_logs([path], LogProblems()):
+                writer.on_message_received(msg)
+    assert _same_as_blf_reader(blf) > 1000
+
+
 def test_blf_blocks_equal_python_can_frames_and_times(tmp_path):
     """The block reader's frames and times against python-can's own BLFReader, FD and error frames included."""
     frames = [obd_response(0x0D, [i % 200], T0 + i * 0.0123457) for i in range(3000)]
@@ -288,8 +329,4 @@ def test_blf_blocks_equal_python_can_frames_and_times(tmp_path):
                        can.Message(timestamp=T0 + 1.7, arbitration_id=0x1ABCDE, is_extended_id=True, data=b"\1\2")]
     blf = tmp_path / "mixed.blf"
     write_log(blf, frames)
-    expected = list(can.BLFReader(str(blf)))
-    got = [(float(b.t[r]), int(b.frame_id[r]), bool(b.extended[r]), bool(b.error[r]), bytes(b.data[r, :b.length[r]]))
-           for b in blf_blocks(blf, LogProblems()) for r in range(len(b))]
-    assert got == [(m.timestamp, 0 if m.is_error_frame else m.arbitration_id, m.is_extended_id, m.is_error_frame,
-                    bytes(m.data)) for m in expected]
+    assert _same_as_blf_reader(blf) == len(frames)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from firmware_bridge.learn.evidence import QUANTITIES, Evidence
 from firmware_bridge.learn.fit import Finding, Learner, Missing
-from firmware_bridge.sources.frame_blocks import FrameBlock, read_blocks
+from firmware_bridge.records import FrameBlock
+from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems
 
 

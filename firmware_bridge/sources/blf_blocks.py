@@ -6,7 +6,8 @@ any other container (CAN FD, error frames, other object types, odd alignment) is
 ``BLFReader._parse_data``, so what python-can would return, this returns: the same frames, timestamps (its
 Decimal arithmetic equals one IEEE division here, checked by the replay tests), the same handling of objects cut
 across containers, and the same errors on a damaged file. That reuse of python-can's internals is limited to the
-releases it was checked against (:data:`CHECKED_PYTHON_CAN`); with any other, BLF is read by ``BLFReader`` alone.
+releases it was checked against (:data:`CHECKED_PYTHON_CAN`, the range pyproject.toml allows; the tests compare
+this reader with ``BLFReader`` on real drives); with any other, BLF is read by ``BLFReader`` alone.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import can
 import numpy as np
 from can.io import blf
 
-from firmware_bridge.sources.frame_blocks import _EXACT_INT, BLOCK_FRAMES, FrameBlock, block_of_messages, join_blocks
+from firmware_bridge.records import FrameBlock, block_of_messages, join_blocks
+from firmware_bridge.sources.frame_blocks import _EXACT_INT, BLOCK_FRAMES, message_blocks
 from firmware_bridge.sources.logs import LogProblems, open_log, report_unreadable
 
 #: python-can releases whose BLF internals this reader was checked against (frames and times equal to
-#: ``can.BLFReader``'s, tests/test_log_formats.py).
+#: ``can.BLFReader``'s, tests/test_log_formats.py): the dependency range in pyproject.toml.
 CHECKED_PYTHON_CAN = ("4.4.", "4.5.", "4.6.")
 
 #: Object header (base + v1) and CAN_MESSAGE, as laid out in the file (little-endian, packed).
@@ -112,8 +114,6 @@ def blf_messages(path: Path, problems: LogProblems) -> Iterator[can.Message]:
 def blf_blocks(path: Path, problems: LogProblems) -> Iterator[FrameBlock]:
     """Every frame of a .blf (or .blf.gz) file in blocks; a damaged file is reported after its readable frames."""
     if not can.__version__.startswith(CHECKED_PYTHON_CAN):
-        from firmware_bridge.sources.frame_blocks import message_blocks
-
         yield from message_blocks(path, problems)
         return
     count, pending = 0, []

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import can
 import numpy as np
 
+from firmware_bridge.records import FrameBlock, block_of_messages, join_blocks
 from firmware_bridge.sources.candump import CAN_ERR_BUSERROR, CAN_ERR_FLAG, ID_MASK, LineError, parse_line
 from firmware_bridge.sources.logs import (
     MAX_DATA_BYTES, MAX_LINE_BYTES, LogProblems, file_messages, in_time_order, log_format, open_log, python_can_warnings,
@@ -36,62 +36,6 @@ for _i, _c in enumerate(b"0123456789abcdef"):
 #: "(1712345678.123456) can0 7E8#04410C1F40555555" with an optional " R"/" T": the shape candump -L writes.
 _USUAL = re.compile(rb"\((\d+)\.(\d+)\) (\S+) ([0-9A-Fa-f]{1,8})#((?:[0-9A-Fa-f]{2}){0,%d})( [RrTt])?"
                     % MAX_DATA_BYTES)
-
-
-@dataclass
-class FrameBlock:
-    """Consecutive frames of a log, in file order; ``data`` rows are zero-padded to the widest frame."""
-
-    t: np.ndarray  # float64, Unix seconds (exactly float() of the logged text)
-    frame_id: np.ndarray  # uint32
-    extended: np.ndarray  # bool
-    remote: np.ndarray  # bool
-    error: np.ndarray  # bool
-    length: np.ndarray  # int16, data bytes
-    data: np.ndarray  # uint8 (frames, width)
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    def select(self, rows: np.ndarray) -> "FrameBlock":
-        """The frames at ``rows`` (a mask or indices), in order."""
-        return FrameBlock(self.t[rows], self.frame_id[rows], self.extended[rows], self.remote[rows],
-                          self.error[rows], self.length[rows], self.data[rows])
-
-    def message(self, row: int) -> can.Message:
-        """One frame as python-can's record (for the rare frames decoded one by one)."""
-        if self.error[row]:
-            return can.Message(timestamp=float(self.t[row]), is_error_frame=True)
-        return can.Message(timestamp=float(self.t[row]), arbitration_id=int(self.frame_id[row]),
-                           is_extended_id=bool(self.extended[row]), is_remote_frame=bool(self.remote[row]),
-                           dlc=int(self.length[row]), data=None if self.remote[row] else
-                           bytes(self.data[row, :self.length[row]]))
-
-
-def block_of_messages(messages: list[can.Message]) -> FrameBlock:
-    width = max([8, *(len(m.data) for m in messages)])
-    data = np.zeros((len(messages), width), dtype=np.uint8)
-    for row, msg in enumerate(messages):
-        if msg.data:
-            data[row, :len(msg.data)] = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    return FrameBlock(np.array([m.timestamp for m in messages], dtype=np.float64),
-                      np.array([m.arbitration_id for m in messages], dtype=np.uint32),
-                      np.array([m.is_extended_id for m in messages], dtype=bool),
-                      np.array([m.is_remote_frame for m in messages], dtype=bool),
-                      np.array([m.is_error_frame for m in messages], dtype=bool),
-                      np.array([len(m.data) for m in messages], dtype=np.int16), data)
-
-
-def join_blocks(blocks: list[FrameBlock]) -> FrameBlock:
-    """Consecutive blocks as one, ``data`` padded to the widest frame and to at least 8 bytes (a classic frame's
-    width, which message layouts read whole even from a log of shorter frames)."""
-    width = max(8, *(b.data.shape[1] for b in blocks))
-    if len(blocks) == 1 and blocks[0].data.shape[1] == width:
-        return blocks[0]
-    columns = {f.name: np.concatenate([getattr(b, f.name) for b in blocks]) for f in fields(FrameBlock)
-               if f.name != "data"}
-    return FrameBlock(**columns, data=np.concatenate([np.pad(b.data, ((0, 0), (0, width - b.data.shape[1])))
-                                                      for b in blocks]))
 
 
 def _concat(parts: list[tuple[np.ndarray, FrameBlock]]) -> FrameBlock:
