@@ -1,7 +1,7 @@
 """Replay speed: the fast path against the naive one, side by side in the same run, on a >= 1M-frame log.
 
 Naive: python-can's reader (candump lines checked by the same regular expression as before) and cantools
-``Message.decode`` per frame (``FrameDecoder``), feeding the pipeline python-can's messages. Fast: ``read_blocks`` (numpy candump parser; BLF through python-can) and ``replay_blocks`` (compiled
+``Message.decode`` per frame (``FrameDecoder``, tests/oracle.py), feeding the pipeline python-can's messages. Fast: ``read_blocks`` (numpy candump parser; BLF through python-can) and ``replay_blocks`` (compiled
 layouts, numpy per message). Both feed the same vehicle state and trip analytics; the stats JSON must come out
 identical or the benchmark fails. Stages are timed separately so the table shows where the time goes.
 
@@ -22,13 +22,13 @@ import can
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support import (  # noqa: E402
-    REAL_CIVIC, REAL_DIR, SIM_VEHICLE, WORK_DIR, repeated_drives_log, repeated_real_log, seconds, table, use_cantools)
+    REAL_CIVIC, REAL_DIR, SIM_VEHICLE, WORK_DIR, FrameDecoder, repeated_drives_log, repeated_real_log, seconds, table,
+    use_cantools)
 
 from firmware_bridge.analytics.points import PointEmitter  # noqa: E402
 from firmware_bridge.analytics.settings import AnalyticsSettings  # noqa: E402
-from firmware_bridge.decode.batch import BatchDecoder  # noqa: E402
+from firmware_bridge.decode.decoder import Decoder  # noqa: E402
 from firmware_bridge.replay import replay_blocks  # noqa: E402
-from firmware_bridge.decode.decoder import FrameDecoder  # noqa: E402
 from firmware_bridge.pipeline import Pipeline, PipelineOptions  # noqa: E402
 from firmware_bridge.sources.frame_blocks import read_blocks  # noqa: E402
 from firmware_bridge.sinks.line_protocol import to_line  # noqa: E402
@@ -64,11 +64,11 @@ def decode_naive(path: Path) -> int:
 
 def decode_fast(path: Path) -> int:
     pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
-    batch = BatchDecoder(pipeline.decoder, pipeline.obd_answers)
+    decoder = Decoder(pipeline.decoder.db, pipeline.state.wanted_signals(), pipeline.obd_answers)
     for block in read_blocks([path], LogProblems()):
-        for _ in batch.frames(block):
+        for _ in decoder.decode(block).frames():
             pass
-    return batch.counts.decoded
+    return decoder.counts.decoded
 
 
 def stats_naive(path: Path, points: bool = False, vehicle: str = SIM_VEHICLE) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import can
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the naive baseline: tests/oracle.py
-from oracle import use_cantools  # noqa: E402,F401
+from oracle import FrameDecoder, use_cantools  # noqa: E402,F401
 
 from firmware_bridge.config import load_config
 from firmware_bridge.pipeline import Pipeline, PipelineOptions

@@ -275,9 +275,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from firmware_bridge.decode.batch import BatchDecoder
     from firmware_bridge.decode.dbc import load_database
-    from firmware_bridge.decode.live import LiveDecoder
+    from firmware_bridge.decode.decoder import Decoder
     from firmware_bridge.records import DecodedFrame
     from firmware_bridge.sources.frame_blocks import read_blocks
     from firmware_bridge.sources.gps import GpsCounts, read_nmea, split_gps_logs, with_gps
@@ -291,13 +290,12 @@ def cmd_decode(args) -> int:
     database = load_database([*(load_vehicle(args.vehicle).dbc if args.vehicle else ()), *args.dbc])
     if args.signal_map:
         check_signal_map(args.signal_map, database)
-    decoder = LiveDecoder(database, wanted=None)  # every signal, as cantools gives them
-    batch = BatchDecoder(decoder)
+    decoder = Decoder(database, wanted=None)  # every signal, as cantools gives them
     problems = LogProblems()
     out = sys.stdout
     can_logs, nmea_logs = split_gps_logs(args.logs)
     for block in with_gps(read_blocks(can_logs, problems), read_nmea(nmea_logs, problems, GpsCounts())):
-        for frame in [block] if isinstance(block, DecodedFrame) else batch.frames(block, every_signal=True):
+        for frame in [block] if isinstance(block, DecodedFrame) else decoder.decode(block, every_signal=True).frames():
             out.write(json_text({"t": frame.t, "id": frame.frame_id, "message": frame.message,
                                   "signals": frame.signals}) + "\n")
     report_problems(problems)

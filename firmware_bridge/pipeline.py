@@ -16,12 +16,9 @@ from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
 from firmware_bridge.analytics.tracker import TripTracker
 from firmware_bridge.decode.dbc import load_database
-from firmware_bridge.decode.batch import BatchDecoder
-from firmware_bridge.decode.decoder import FrameCounts
-from firmware_bridge.decode.live import LiveDecoder
+from firmware_bridge.decode.decoder import Decoder, FrameCounts
 from firmware_bridge.obd.isotp import ObdAnswers
-from firmware_bridge.records import DecodedFrame, SampleBlock, Segment
-from firmware_bridge.sources.frame_blocks import FrameBlock, block_of_messages
+from firmware_bridge.records import DecodedFrame, FrameBlock, SampleBlock, Segment, block_of_messages
 from firmware_bridge.sources.gps import GpsCounts
 from firmware_bridge.state.vehicle import VehicleState, check_signal_map, load_signal_map
 from firmware_bridge.vehicles import VehicleProfile, load_vehicle
@@ -76,16 +73,15 @@ class Pipeline:
         the frame counts over."""
         self.state = state
         # Frames are decoded by layouts compiled for the signals the state uses (identical to cantools, tested).
-        self.decoder = LiveDecoder(database, state.wanted_signals())
+        self.decoder = Decoder(database, state.wanted_signals(), self.obd_answers)
         if counts is not None:
-            self.decoder.reference.counts = self.decoder.counts = counts
-        self.batch = BatchDecoder(self.decoder, self.obd_answers)
+            self.decoder.counts = counts
 
     def feed_block(self, block: FrameBlock) -> None:
         """A block of frames, in the order they were read."""
         if not len(block):
             return
-        decoded = self.batch.decode(block, every_signal=bool(self.frame_listeners))
+        decoded = self.decoder.decode(block, every_signal=bool(self.frame_listeners))
         if self.frame_listeners:
             for frame in decoded.frames():
                 for listener in self.frame_listeners:

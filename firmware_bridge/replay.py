@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from firmware_bridge.records import DecodedFrame
-from firmware_bridge.sources.frame_blocks import FrameBlock
+from firmware_bridge.records import DecodedFrame, FrameBlock
 from firmware_bridge.sources.read_ahead import read_ahead
 
 

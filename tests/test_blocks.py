@@ -18,19 +18,18 @@ import numpy as np
 import pytest
 
 from conftest import T0, obd_drive, obd_response, run_cli, write_log
-from oracle import use_cantools
+from oracle import FrameDecoder, use_cantools
 from firmware_bridge.analytics.points import PointEmitter
 from firmware_bridge.analytics.settings import AnalyticsSettings
-from firmware_bridge.decode.decoder import FrameDecoder
 from firmware_bridge.pipeline import Pipeline, PipelineOptions
-from firmware_bridge.records import Point
+from firmware_bridge.records import Point, block_of_messages, join_blocks
 from firmware_bridge.replay import replay_blocks
 from firmware_bridge.sinks.line_protocol import to_line
 from firmware_bridge.sim import load_cycle
 from firmware_bridge.sim import write_log as simulate_log
 from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.sources import frame_blocks
-from firmware_bridge.sources.frame_blocks import block_of_messages, join_blocks, read_blocks
+from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems, read_logs
 
 

@@ -132,7 +132,7 @@ def test_silence_is_a_warning_naming_what_it_usually_means(caplog):
 def test_one_id_rule_for_every_user():
     import numpy as np
 
-    from firmware_bridge.decode.decoder import _obd_alias
+    from firmware_bridge.decode.decoder import obd_alias
     from firmware_bridge.obd import ids
     from firmware_bridge.sources.bus import bus_filters
     from firmware_bridge.decode.dbc import load_database
@@ -147,7 +147,7 @@ def test_one_id_rule_for_every_user():
     for (frame_id, ext), masked in zip(candidates, mask.tolist()):
         response = ids.is_response(frame_id, ext)
         assert masked == response  # the batch decoder's columns
-        assert (_obd_alias(frame_id, ext) == 0x7E8) == response  # the frame decoder's alias
+        assert (obd_alias(frame_id, ext) == 0x7E8) == response  # the decoder's alias
         assert response == any(f["extended"] == ext and frame_id & f["can_mask"] == f["can_id"] for f in filters)
         expected_request = (frame_id in ALLOWED_29BIT) if ext else (frame_id in ALLOWED_11BIT)
         assert ids.is_request(frame_id, ext) == expected_request

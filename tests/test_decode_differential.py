@@ -22,9 +22,9 @@ import pytest
 
 from conftest import T0, write_log
 from firmware_bridge.cli import main
-from firmware_bridge.decode.batch import BatchDecoder
 from firmware_bridge.decode.dbc import load_database, opendbc_names
-from firmware_bridge.decode.live import LiveDecoder
+from firmware_bridge.decode.decoder import Decoder
+from firmware_bridge.records import block_of_messages
 from firmware_bridge.sources.frame_blocks import read_blocks
 from firmware_bridge.sources.logs import LogProblems, read_logs
 from test_decode_equivalence import _payloads
@@ -70,29 +70,41 @@ def cantools_reference(db: cantools.database.Database, frames: list[can.Message]
     return expected, unknown, refused
 
 
-def agent_decodes(db: cantools.database.Database, log: Path) -> tuple[list, list, dict]:
-    """What the agent decodes from the log: the block path (replay, stats, decode) and the one-frame path (live)."""
-    batch = BatchDecoder(LiveDecoder(db, wanted=None))
-    from_blocks = [_canonical(f.frame_id, f.message, f.signals)
-                   for block in read_blocks([log], LogProblems()) for f in batch.frames(block, every_signal=True)]
-    live = LiveDecoder(db, wanted=None)
-    one_by_one = [_canonical(f.frame_id, f.message, f.signals)
-                  for f in map(live.decode_all, read_logs([log], LogProblems())) if f is not None]
-    return from_blocks, one_by_one, batch.counts.as_dict()
+def small_blocks(messages: list[can.Message], rng: random.Random):
+    """python-can records packed into blocks of 1 to 40 frames, as a live bus's frames are."""
+    at = 0
+    while at < len(messages):
+        size = rng.choice((1, 1, 2, 3, 40))
+        yield block_of_messages(messages[at:at + size])
+        at += size
+
+
+def agent_decodes(db: cantools.database.Database, log: Path, rng: random.Random) -> tuple[list, list, dict]:
+    """What the agent decodes from the log: read as blocks (replay, stats, decode), and read by python-can then
+    packed into small blocks, single frames included (a live bus)."""
+    decoder = Decoder(db, wanted=None)
+    from_blocks = [_canonical(f.frame_id, f.message, f.signals) for block in read_blocks([log], LogProblems())
+                   for f in decoder.decode(block, every_signal=True).frames()]
+    live = Decoder(db, wanted=None)
+    from_records = [_canonical(f.frame_id, f.message, f.signals)
+                    for block in small_blocks(list(read_logs([log], LogProblems())), rng)
+                    for f in live.decode(block, every_signal=True).frames()]
+    assert live.counts == decoder.counts
+    return from_blocks, from_records, decoder.counts.as_dict()
 
 
 def check(db: cantools.database.Database, log: Path, rng: random.Random) -> tuple[int, list[str]]:
     frames = random_frames(db, rng)
     write_log(log, frames)
     expected, unknown, refused = cantools_reference(db, frames)
-    from_blocks, one_by_one, counts = agent_decodes(db, log)
+    from_blocks, from_records, counts = agent_decodes(db, log, rng)
     if not refused:
         assert from_blocks == expected
-        assert one_by_one == expected
+        assert from_records == expected
         assert counts == {"total": len(frames), "decoded": len(expected), "unknown": unknown, "malformed": 0}
     else:  # frames cantools refuses are malformed to the agent; every other frame must still be equal
         assert counts["malformed"] == len(refused)
-        assert counts["decoded"] == len(expected) and from_blocks == expected and one_by_one == expected
+        assert counts["decoded"] == len(expected) and from_blocks == expected and from_records == expected
     return len(frames), refused
 
 

@@ -18,9 +18,10 @@ import pytest
 from firmware_bridge import cli
 from firmware_bridge.clock import RealClock
 from firmware_bridge.decode.dbc import load_database
-from firmware_bridge.decode.decoder import FrameDecoder
+from firmware_bridge.decode.decoder import Decoder
 from firmware_bridge.obd import pids
 from firmware_bridge.obd.poller import ObdPoller, PollSettings
+from firmware_bridge.records import block_of_messages
 from firmware_bridge.sim import CarConfig, KeiCar, ObdResponder
 from firmware_bridge.sim.cycles import Cycle, load_cycle
 from firmware_bridge.sources.elm327 import crc_j1850, parse_frame
@@ -113,7 +114,7 @@ def test_kline_header_formats_give_the_can_speed_and_rpm(protocol):
     bus = can.Bus(interface="elm327", channel=adapter.path)
     poller = ObdPoller(bus, PollSettings(), RealClock())
     notifier = can.Notifier(bus, [poller])
-    decoder = FrameDecoder(load_database())
+    decoder = Decoder(load_database(), wanted=None)
     try:
         assert poller.discover() >= {0x0C, 0x0D}  # ISO-TP single frames from 18DAF110, so the poller counts them
         assert bus.active_protocol == protocol and poller.pids_per_request == 1
@@ -125,8 +126,9 @@ def test_kline_header_formats_give_the_can_speed_and_rpm(protocol):
                 kline = poller.ask(pid)
                 assert kline is not None
                 [on_can] = can_ecu.respond_frames(pids.request(pid), float(t))
-                series["kline"].append(decoder.decode(kline).signals)
-                series["can"].append(decoder.decode(on_can).signals)
+                [kline_frame, can_frame] = decoder.decode(block_of_messages([kline, on_can])).frames()
+                series["kline"].append(kline_frame.signals)
+                series["can"].append(can_frame.signals)
     finally:
         notifier.stop()
         bus.shutdown()

@@ -24,9 +24,8 @@ def add_parser(sub, add_decode_options) -> None:
 
 def survey_logs(logs: list[str], dbc: list[str], vehicle: str | None = None) -> dict:
     """The `inspect --format json` document for these logs."""
-    from firmware_bridge.decode.batch import BatchDecoder
     from firmware_bridge.decode.dbc import load_database
-    from firmware_bridge.decode.live import LiveDecoder
+    from firmware_bridge.decode.decoder import Decoder
     from firmware_bridge.sources.frame_blocks import read_blocks
     from firmware_bridge.sources.logs import LogProblems, check_logs, report_problems
     from firmware_bridge.survey import Survey, candidate_databases, signal_map_toml
@@ -47,11 +46,10 @@ def survey_logs(logs: list[str], dbc: list[str], vehicle: str | None = None) -> 
         known = {m.frame_id for m in db.messages}
         db.messages.extend(m for m in databases[chosen[0]].messages if m.frame_id not in known)
         db.refresh()
-    decoder = LiveDecoder(db, wanted=None)
-    batch = BatchDecoder(decoder)
+    decoder = Decoder(db, wanted=None)
     problems = LogProblems()
     for block in read_blocks(logs, problems):
-        for frame in batch.frames(block, every_signal=True):
+        for frame in decoder.decode(block, every_signal=True).frames():
             survey.add_frame(frame, db)
     report_problems(problems)
     frames = decoder.counts.as_dict()

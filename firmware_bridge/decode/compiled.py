@@ -32,13 +32,6 @@ class MessageLayout:
     length: int
     root: NodeLayout
 
-    def decode(self, data: bytes) -> dict | None:
-        """One frame (at least ``length`` bytes): signal values in cantools' order, or None (unknown mux)."""
-        data = data[:self.length]
-        out: dict = {}
-        ok = _walk_one(self.root, int.from_bytes(data, "big"), int.from_bytes(data, "little"), out)
-        return out if ok else None
-
     def decode_many(self, data: np.ndarray) -> tuple[np.ndarray, list[Fragment]]:
         """Many frames (rows of a uint8 matrix, at least ``length`` columns): a known-frame mask and fragments."""
         known = np.ones(len(data), dtype=bool)
@@ -47,16 +40,6 @@ class MessageLayout:
         if not known.all():
             fragments = [_keep_rows(fragment, known) for fragment in fragments]
         return known, fragments
-
-
-def _walk_one(node: NodeLayout, whole_be: int, whole_le: int, out: dict) -> bool:
-    for signal in node.signals:
-        out[signal.name] = signal.value(whole_be, whole_le)
-    for mux, children in node.muxes:
-        child = children.get(int(mux.value(whole_be, whole_le)))
-        if child is None or not _walk_one(child, whole_be, whole_le, out):
-            return False
-    return True
 
 
 def _walk_many(node: NodeLayout, bits: FrameBits, rows: np.ndarray, known: np.ndarray,

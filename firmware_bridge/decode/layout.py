@@ -1,23 +1,20 @@
 """Where each signal's bits sit in a frame and how its raw value becomes a physical one, compiled once per message.
 
-Both fast decoders read signals through this one description: the live decoder one frame at a time with Python
-ints (:meth:`SignalLayout.value`), the replay decoder many frames at once with numpy (:meth:`SignalLayout.values`),
-so the two can never disagree about a layout. The arithmetic is cantools' own (``raw * scale + offset`` with the
+The decoder reads a block's frames through this description with numpy (:meth:`SignalLayout.values`). The
+arithmetic is cantools' own (``raw * scale + offset`` with the
 conversion cantools would pick, ints staying ints), so values are identical to
 ``Message.decode(data, decode_choices=False)``; :class:`Unsupported` names what is left to cantools.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import cantools
 import numpy as np
 from cantools.database.conversion import BaseConversion, IdentityConversion, LinearIntegerConversion
 
-#: struct formats of IEEE floats by bit length (cantools/bitstruct read 16-, 32- and 64-bit floats).
-_FLOAT_FORMATS = {16: ">e", 32: ">f", 64: ">d"}
+#: numpy types of IEEE floats by bit length (cantools/bitstruct read 16-, 32- and 64-bit floats).
 _FLOAT_DTYPES = {16: np.float16, 32: np.float32, 64: np.float64}
 _UINT_DTYPES = {16: np.uint16, 32: np.uint32, 64: np.uint64}
 #: Integer arithmetic stays in int64 below this bound; beyond it, Python ints (exact, slower).
@@ -39,7 +36,6 @@ class SignalLayout:
 
     name: str
     big_endian: bool
-    whole_shift: int  # right shift of the frame read as one int (big- or little-endian as the signal)
     span_first_byte: int  # the bytes the signal touches, for the vectorised path
     span_bytes: int
     span_shift: int  # right shift within the span word (9-byte spans: within the first 8 bytes' word)
@@ -55,22 +51,6 @@ class SignalLayout:
     def mask(self) -> int:
         return (1 << self.length) - 1
 
-    # -- one frame -------------------------------------------------------------------------------------
-    def raw(self, whole_be: int, whole_le: int) -> int | float:
-        raw = ((whole_be if self.big_endian else whole_le) >> self.whole_shift) & self.mask
-        if self.float_bits:
-            return struct.unpack(_FLOAT_FORMATS[self.float_bits], raw.to_bytes(self.float_bits // 8, "big"))[0]
-        if self.signed and raw >> (self.length - 1):
-            raw -= 1 << self.length
-        return raw
-
-    def value(self, whole_be: int, whole_le: int) -> int | float:
-        raw = self.raw(whole_be, whole_le)
-        if self.kind == "identity":
-            return raw
-        return raw * self.scale + self.offset
-
-    # -- many frames -----------------------------------------------------------------------------------
     def raw_values(self, bits: "FrameBits") -> np.ndarray:
         mask = np.uint64(self.mask)
         first, count = self.span_first_byte, self.span_bytes
@@ -143,7 +123,7 @@ def compile_signal(signal: cantools.database.can.Signal, message_length: int) ->
         raise Unsupported(f"{signal.name}: {length}-bit signal")
     float_bits = 0
     if signal.conversion.is_float:
-        if length not in _FLOAT_FORMATS:
+        if length not in _FLOAT_DTYPES:
             raise Unsupported(f"{signal.name}: {length}-bit float")
         float_bits = length
     big = signal.byte_order == "big_endian"
@@ -151,7 +131,6 @@ def compile_signal(signal: cantools.database.can.Signal, message_length: int) ->
     last_bit = first_bit + length - 1
     if first_bit < 0 or last_bit >= 8 * message_length:
         raise Unsupported(f"{signal.name}: bits {first_bit}..{last_bit} outside the {message_length}-byte frame")
-    whole_shift = 8 * message_length - (first_bit + length) if big else first_bit
     if message_length <= 8:  # classic CAN: every signal is cut from the one 8-byte word of the frame
         span_first, span_count = 0, 8
     else:
@@ -164,6 +143,6 @@ def compile_signal(signal: cantools.database.can.Signal, message_length: int) ->
     conv = _conversion(signal)
     kind = ("identity" if isinstance(conv, IdentityConversion)
             else "int" if isinstance(conv, LinearIntegerConversion) else "float")
-    return SignalLayout(signal.name, big, whole_shift, span_first, span_count, span_shift, length,
+    return SignalLayout(signal.name, big, span_first, span_count, span_shift, length,
                         signal.is_signed, float_bits, kind, conv.scale, conv.offset,
                         isinstance(conv.scale, int) and not isinstance(conv.scale, bool))

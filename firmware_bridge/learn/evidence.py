@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from firmware_bridge.decode.batch import BatchDecoder
 from firmware_bridge.decode.dbc import bundled_dbc_path, load_database
-from firmware_bridge.decode.live import LiveDecoder
+from firmware_bridge.decode.decoder import Decoder
 from firmware_bridge.obd import ids
 from firmware_bridge.obd.isotp import ObdAnswers
-from firmware_bridge.sources.frame_blocks import FrameBlock
+from firmware_bridge.records import FrameBlock
 from firmware_bridge.state.vehicle import load_signal_map
 
 #: What the learner looks for, in this order (speed and rpm are what a passive car needs first).
@@ -141,7 +140,7 @@ class Evidence:
         self.signals = obd_signals()
         database = load_database([bundled_dbc_path("obd2.dbc")], bundled=False)
         wanted = {OBD_MESSAGE: set(self.signals.values())}
-        self._obd = BatchDecoder(LiveDecoder(database, wanted), ObdAnswers())
+        self._obd = Decoder(database, wanted, ObdAnswers())
         self._by_signal = {signal: quantity for quantity, signal in self.signals.items()}
         self.ids: dict[tuple[int, bool], FrameIdStats] = {}
         self.samples = {quantity: QuantitySamples(capacity) for quantity in self.signals}
@@ -176,7 +175,7 @@ class Evidence:
         if not len(block):
             return {}
         found: dict[str, tuple[list[float], list[float]]] = {}
-        for frame in self._obd.frames(block):
+        for frame in self._obd.decode(block).frames():
             for signal, value in frame.signals.items():
                 quantity = self._by_signal.get(signal)
                 if quantity is not None:

@@ -21,7 +21,7 @@ import can
 from firmware_bridge.learn.evidence import Evidence
 from firmware_bridge.learn.fit import Finding, Learner
 from firmware_bridge.learn.folder import signal_source, write_folder
-from firmware_bridge.sources.frame_blocks import block_of_messages
+from firmware_bridge.records import block_of_messages
 from firmware_bridge.state.vehicle import VehicleState
 
 log = logging.getLogger(__name__)
