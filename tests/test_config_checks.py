@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -216,15 +217,21 @@ def test_python_can_configuration_when_ours_sets_no_interface(tmp_path, monkeypa
 def test_run_opens_the_bus_named_in_canrc(tmp_path):
     (tmp_path / ".canrc").write_text("[default]\ninterface = virtual\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAN_", "INFLUX_"))}
-    env.update(HOME=str(tmp_path), XDG_STATE_HOME=str(tmp_path / "state"))
+    # READY=1 on $NOTIFY_SOCKET comes after the SIGINT handler is in place: signalled then, never before
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(120)
+    env.update(HOME=str(tmp_path), XDG_STATE_HOME=str(tmp_path / "state"), NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
     proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge", "run"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = proc.stderr.readline()
         assert first.startswith("firmware-bridge: reading virtual"), first
+        assert notify.recv(4096).decode().startswith("READY=1")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
+        notify.close()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
