@@ -50,9 +50,15 @@ TEST_STATE_HOME = tempfile.mkdtemp(prefix="firmware-bridge-test-state-")
 atexit.register(shutil.rmtree, TEST_STATE_HOME, True)
 
 
+#: The cache folder of what the tests run (opendbc's parsed databases, Grafana's npm packages): kept from one
+#: run to the next, beside the user's own cache, never in it.
+TEST_CACHE_HOME = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "firmware-bridge-tests"
+
+
 @pytest.fixture(autouse=True)
 def _test_state_home(monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", TEST_STATE_HOME)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(TEST_CACHE_HOME))
     monkeypatch.delenv("STATE_DIRECTORY", raising=False)
 
 

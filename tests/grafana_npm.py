@@ -7,6 +7,8 @@ that need them skip, saying why; an install that fails any other way fails them.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -15,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_CACHE_HOME
+
 HERE = Path(__file__).resolve().parent / "grafana"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "firmware-bridge-tests" / "grafana-npm"
+    return TEST_CACHE_HOME / "grafana-npm"
 
 
 def grafana_packages() -> Path:
@@ -28,10 +31,21 @@ def grafana_packages() -> Path:
     if shutil.which("npm") is None or shutil.which("node") is None:
         pytest.skip("node and npm are not installed: Grafana's packages cannot be checked against")
     target = cache_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    # test processes side by side (pytest-xdist's workers, other checkouts) install one at a time
+    with open(target / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install(target)
+    check = target / f"check.cjs.{os.getpid()}"  # swapped in whole: a node reading the old one never sees half
+    shutil.copy(HERE / "check.cjs", check)
+    check.replace(target / "check.cjs")
+    return target
+
+
+def _install(target: Path) -> None:
     wanted = (HERE / "package.json").read_text()
     stamp = target / "installed-package.json"
     if not (stamp.is_file() and stamp.read_text() == wanted):
-        target.mkdir(parents=True, exist_ok=True)
         (target / "package.json").write_text(wanted)
         try:
             probe = subprocess.run(["npm", "view", "@grafana/schema@13.2.3", "version"], capture_output=True,
@@ -45,8 +59,6 @@ def grafana_packages() -> Path:
                                  capture_output=True, text=True, timeout=600, cwd=target)
         assert install.returncode == 0, install.stderr[-2000:]
         stamp.write_text(wanted)
-    shutil.copy(HERE / "check.cjs", target / "check.cjs")
-    return target
 
 
 def run_check(packages: Path, request: dict, tz: str = "UTC") -> dict:
@@ -105,8 +117,16 @@ def typescript_of(dashboards: dict[str, dict], modules: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_sources = itertools.count()
+
+
 def tsc(packages: Path, source: str) -> subprocess.CompletedProcess:
-    (packages / "dashboards.ts").write_text(source)
-    return subprocess.run(["node", "node_modules/typescript/bin/tsc", "--noEmit", "--strict", "--skipLibCheck",
-                           "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext",
-                           "dashboards.ts"], capture_output=True, text=True, timeout=300, cwd=packages)
+    """``source`` through tsc, in a file of this call's own (other test processes share ``packages``)."""
+    path = packages / f"dashboards-{os.getpid()}-{next(_sources)}.ts"
+    path.write_text(source)
+    try:
+        return subprocess.run(["node", "node_modules/typescript/bin/tsc", "--noEmit", "--strict", "--skipLibCheck",
+                               "--target", "es2022", "--module", "nodenext", "--moduleResolution", "nodenext",
+                               path.name], capture_output=True, text=True, timeout=300, cwd=packages)
+    finally:
+        path.unlink()

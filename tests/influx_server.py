@@ -42,24 +42,36 @@ class InfluxServer:
         if not Path(self.binary).exists():
             raise RuntimeError("influxd not found: install Debian's influxdb package (make test does)")
         self.root = root
-        self.port = free_port()
         self.config = root / "influxdb.conf"
-        self.config.write_text(CONFIG.format(root=root, port=self.port, rpc_port=free_port()))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._pick_ports()
         self.process: subprocess.Popen | None = None
 
+    def _pick_ports(self) -> None:
+        self.port = free_port()
+        self.config.write_text(CONFIG.format(root=self.root, port=self.port, rpc_port=free_port()))
+        self.url = f"http://127.0.0.1:{self.port}"
+
     def start(self) -> None:
-        self.process = subprocess.Popen([self.binary, "-config", str(self.config)], stdout=subprocess.DEVNULL,
-                                        stderr=open(self.root / "influxd.log", "ab"))
+        for attempt in range(3):  # a port found free can be taken by another process before influxd binds it
+            if attempt:
+                self._pick_ports()
+            self.process = subprocess.Popen([self.binary, "-config", str(self.config)], stdout=subprocess.DEVNULL,
+                                            stderr=open(self.root / "influxd.log", "ab"))
+            if self._wait_ready():
+                return
+        raise RuntimeError(f"influxd did not start: {(self.root / 'influxd.log').read_text()[-2000:]}")
+
+    def _wait_ready(self) -> bool:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.process.poll() is None:
             try:
                 with urllib.request.urlopen(self.url + "/ping", timeout=1) as r:
                     if r.status == 204:
-                        return
+                        return True
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"influxd did not start: {(self.root / 'influxd.log').read_text()[-2000:]}")
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.process is not None:
