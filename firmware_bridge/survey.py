@@ -7,11 +7,18 @@ streamed (per-ID and per-signal running figures), so a long log costs time, not 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import importlib.util
 import logging
 import math
+import os
+import pickle
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cantools
 import numpy as np
@@ -221,7 +228,76 @@ def candidate_databases(extra: Iterable[str] = ()) -> Iterator[tuple[str, cantoo
 @functools.cache
 def opendbc_databases() -> tuple[tuple[str, cantools.database.Database], ...]:
     """opendbc's databases, its generated ones included (when the optional package is installed), parsed once
-    per process the way ``--dbc opendbc:NAME`` loads them; one that still cannot be read is left out."""
+    per process the way ``--dbc opendbc:NAME`` loads them; one that still cannot be read is left out.
+
+    Parsing them all takes most of a minute on a Pi, so the result is kept on disk (the user's cache folder)
+    under a key made of what it is parsed from and with; a cache file that is unreadable is parsed anew."""
+    key = _opendbc_cache_key()
+    if key is None:  # opendbc is not installed
+        return ()
+    path = _cache_folder() / f"opendbc-{key}.pickle"
+    try:
+        with open(path, "rb") as f:
+            cached = pickle.load(f)
+        if isinstance(cached, tuple) and all(isinstance(db, cantools.database.Database) for _, db in cached):
+            return cached
+    except FileNotFoundError:
+        pass
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file fails in pickle's many ways
+        log.info("%s: not a readable cache (%s); parsing opendbc again", path, exc)
+    loaded = _parse_opendbc()
+    _write_cache(path, loaded)
+    return loaded
+
+
+#: Bumped when the cached form changes.
+_CACHE_FORMAT = 1
+
+
+def _cache_folder() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "firmware-bridge"
+
+
+def _opendbc_cache_key() -> str | None:
+    """A digest of opendbc's version and every file of its dbc folder (name, size, mtime), the versions of
+    cantools and Python, and this parser's own code: any of them changing is a new key. None without opendbc."""
+    spec = importlib.util.find_spec("opendbc")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "dbc"
+    digest = hashlib.sha256()
+    versions = (_CACHE_FORMAT, sys.version, cantools.__version__, importlib.metadata.version("opendbc"))
+    digest.update(repr(versions).encode())
+    for file in sorted(folder.rglob("*")):
+        if file.is_file() and "__pycache__" not in file.parts:
+            stat = file.stat()
+            digest.update(f"{file.relative_to(folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for module in (sys.modules[__name__], sys.modules[parse.__module__]):  # the tolerant pass included
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def _write_cache(path: Path, loaded) -> None:
+    """Written whole (a temporary file renamed over it), older keys' files removed; a cache that cannot be
+    written only costs the next run its parse."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(loaded, f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        for old in path.parent.glob("opendbc-*.pickle"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    except OSError as exc:
+        log.info("%s: cache not written (%s)", path, exc)
+
+
+def _parse_opendbc() -> tuple[tuple[str, cantools.database.Database], ...]:
     try:
         names = opendbc_names()
     except InputError:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
+from firmware_bridge import survey
 from firmware_bridge.commands.inspect import survey_logs, table
 from firmware_bridge.survey import SignalFigures, score_signal
 
@@ -93,3 +95,44 @@ def test_a_typo_in_a_signal_map_is_an_error(tmp_path):
         assert result.returncode == 2, command
         [line] = result.stderr.strip().splitlines()
         assert "map.toml" in line and "vehicle_sped_kmh" in line, command
+
+
+def test_opendbc_databases_are_kept_on_disk_and_a_bad_cache_file_is_parsed_anew(tmp_path, monkeypatch):
+    parsed = survey.opendbc_databases()  # this session's cache, or parsed now
+    assert len(parsed) > 50
+    parses = []
+
+    def counted():  # the parse stands in for itself: what it returned, counted
+        parses.append(1)
+        return parsed
+
+    monkeypatch.setattr(survey, "_parse_opendbc", counted)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    folder = tmp_path / "firmware-bridge"
+    folder.mkdir()
+    (folder / "opendbc-0123456789abcdef.pickle").write_bytes(b"an older key's file")
+    path = folder / f"opendbc-{survey._opendbc_cache_key()}.pickle"
+    for corrupt in (b"", b"\x80\x05not a pickle", pickle.dumps({"not": "databases"})):
+        path.write_bytes(corrupt)
+        survey.opendbc_databases.cache_clear()
+        assert survey.opendbc_databases() is parsed
+    assert len(parses) == 3
+    assert sorted(p.name for p in folder.iterdir()) == [path.name]  # written whole, the older key's removed
+    survey.opendbc_databases.cache_clear()
+    from_disk = survey.opendbc_databases()
+    assert len(parses) == 3  # read back, not parsed
+    assert [name for name, _ in from_disk] == [name for name, _ in parsed]
+    name, db = from_disk[0]
+    assert [m.frame_id for m in db.messages] == [m.frame_id for m in dict(parsed)[name].messages]
+    assert db.messages[0].decode(b"\0" * db.messages[0].length) == dict(parsed)[name].messages[0].decode(
+        b"\0" * db.messages[0].length)
+    # another opendbc (or cantools) is another key: the file of the one before is never read for it
+    key = survey._opendbc_cache_key()
+    real_version = survey.importlib.metadata.version
+    monkeypatch.setattr(survey.importlib.metadata, "version", lambda name: "0.0.0" if name == "opendbc" else
+                        real_version(name))
+    assert survey._opendbc_cache_key() != key
+    monkeypatch.setattr(survey.cantools, "__version__", "0.0.0")
+    monkeypatch.setattr(survey.importlib.metadata, "version", real_version)
+    assert survey._opendbc_cache_key() != key
+    survey.opendbc_databases.cache_clear()
