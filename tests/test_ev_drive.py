@@ -9,6 +9,7 @@ import pytest
 
 from firmware_bridge.pipeline import PipelineOptions
 from firmware_bridge.sim import EvConfig, load_cycle
+from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.vehicles import bundled_folder
 
 from conftest import obd_drive, run_cli, write_log
@@ -16,6 +17,8 @@ from livedrive import live_drive
 from test_influx_v1 import agent_config, assert_db_matches_file
 
 DB = "t_ev_drive"
+#: WLTC's High phase alone (from the stop before it): urban, suburban and motorway speeds in 7.6 minutes.
+HIGH_PHASE = Cycle("wltc-high", load_cycle("wltc-jp").speeds_kmh[1022:])
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def ev_drive(influx, tmp_path_factory):
     influx.create_database(DB)
     tmp = tmp_path_factory.mktemp("ev")
     config = agent_config(influx, DB, tmp)
-    drive = live_drive(load_cycle("wltc-jp"), config=EvConfig(), poll=False, broadcast=True,
+    drive = live_drive(HIGH_PHASE, config=EvConfig(), poll=False, broadcast=True,
                        options=PipelineOptions(vehicle="mitsubishi-i-miev"), agent_config=config)
     drive.outputs.close(drain_stall_s=30)
     drive.lp_path = tmp / "points.lp"
@@ -68,7 +71,7 @@ def test_ev_points_land_in_influxdb(influx, ev_drive, ev_trip):
     assert urban["energy_kwh"] == pytest.approx(ev_trip["speed_domains"]["urban"]["energy_kwh"], rel=1e-12)
     rows = influx.rows("SELECT battery_v, battery_a, battery_power_kw, soc_pct, motor_rpm, range_km FROM vehicle", DB)
     # one point per second the car spoke in
-    assert len(rows) >= 0.97 * load_cycle("wltc-jp").duration_s
+    assert len(rows) >= 0.97 * HIGH_PHASE.duration_s
     moving = [r for r in rows if r["motor_rpm"] and r["motor_rpm"] > 0]
     assert moving and all(250 < r["battery_v"] < 370 and 0 < r["soc_pct"] <= 100 for r in moving)
     assert all(r["battery_power_kw"] == pytest.approx(-r["battery_v"] * r["battery_a"] / 1000) for r in moving)
