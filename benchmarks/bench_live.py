@@ -11,6 +11,8 @@ and points stay spooled, as in a car without network, so no server's CPU is in t
 - Latency: for each point, the spool commit's completion time minus the timestamp of the newest frame the
   pipeline had read when it emitted the point. The SpoolWriter commits every ``[spool] flush_s``.
 - Dropped: frames sent minus frames the pipeline counted (after a short drain).
+- The last row runs the same sender and Notifier with no pipeline (frames taken every tick and dropped): the
+  share of the agent's CPU that is python-can's receive (the virtual bus's queue, the Notifier's thread).
 
 Run: `make bench` or `.venv/bin/python benchmarks/bench_live.py [--seconds 20]`. `--json` measures the default
 at 8,750 frames/s only and prints `{"frames_per_s_per_core": ..., "cpu_pct_at_8750": ..., "dropped": ...}`
@@ -39,7 +41,7 @@ from firmware_bridge.clock import RealClock  # noqa: E402
 from firmware_bridge.config import load_config  # noqa: E402
 from firmware_bridge.pipeline import Pipeline  # noqa: E402
 from firmware_bridge.sinks.outputs import Outputs  # noqa: E402
-from firmware_bridge.sources.live import run_live  # noqa: E402
+from firmware_bridge.sources.live import TICK_WALL_S, PipelineFeeder, run_live  # noqa: E402
 
 class CommitLatency:
     """Frame timestamp at each point's emission, matched to the spool commit that made it durable."""
@@ -112,6 +114,28 @@ def run_rate(log: Path, rate: float, seconds: float, flush_s: float, cantools: b
             "latency_ms": np.array(latency.latencies_s) * 1000.0, "commits": latency.commits}
 
 
+def receive_only(log: Path, rate: float, seconds: float) -> dict:
+    """python-can's share alone: the same sender and Notifier, the frames taken every tick and dropped (no
+    pipeline), so the table shows how much of the agent's CPU is python-can's receive."""
+    channel = f"bench-receive-{rate}-{time.monotonic_ns()}"
+    agent_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    car_bus = can.Bus(interface="virtual", channel=channel, preserve_timestamps=True)
+    feeder, sender, taken = PipelineFeeder(), Sender(car_bus, log, rate, seconds), 0
+    wall0, cpu0 = time.monotonic(), time.process_time()
+    notifier = can.Notifier(agent_bus, [feeder], timeout=0.05)
+    sender.start()
+    while sender.is_alive():
+        time.sleep(TICK_WALL_S)
+        taken += len(feeder.take())
+    notifier.stop()
+    taken += len(feeder.take())
+    wall_s, cpu_s = time.monotonic() - wall0, time.process_time() - cpu0
+    agent_bus.shutdown()
+    car_bus.shutdown()
+    return {"rate": rate, "sent_per_s": sender.sent / seconds, "agent_cpu": (cpu_s - sender.cpu_s) / wall_s,
+            "process_cpu": cpu_s / wall_s, "dropped": sender.sent - taken}
+
+
 def row(run: dict) -> list[str]:
     lat_ms = run["latency_ms"]
     return [f"{run['rate']:,.0f}", "cantools" if run["cantools"] else "compiled", f"{run['flush_s']:g} s",
@@ -139,6 +163,11 @@ def main() -> int:
     for rate, flush_s, cantools in runs:
         rows.append(row(run_rate(log, rate, args.seconds, flush_s, cantools)))
         print("  " + ", ".join(rows[-1]), flush=True)
+    alone = receive_only(log, 8750, args.seconds)
+    rows.append([f"{alone['rate']:,.0f}", "none: python-can's receive alone", "-", f"{alone['sent_per_s']:,.0f}",
+                 f"{100.0 * alone['agent_cpu']:.1f} %", f"{100.0 * alone['process_cpu']:.1f} %",
+                 f"{alone['dropped']:,}", "-", "-"])
+    print("  " + ", ".join(rows[-1]), flush=True)
     print(table(["frames/s", "decoder", "spool flush_s", "sent/s", "agent CPU (1 core)", "process CPU",
                  "dropped", "latency ms p50 / p99 / max", "points in commits"], rows))
     return 0

@@ -8,9 +8,11 @@
   with the frames' own car-time stamps, and the agent's clock is the car's time: trips, intervals, points and
   silence checks all run on car time exactly as in a real hour. RSS is sampled every 0.25 s of wall time; it
   includes the sender thread (reading the log in 64 KB blocks).
-Growth is last sample / first sample after a warm-up (the first 10 % of the run), in %.
+Growth is last sample / first sample after a warm-up (the first 10 % of the run), in %. Each case runs twice:
+without asammdf (the default install: python-can imports asammdf at `import can` when it is installed, for
+MF4 logs) and with it (the `mf4` and `test` extras).
 
-Run: `make bench` or `.venv/bin/python benchmarks/bench_memory.py [--frames 2400000]`.
+Run: `make bench` or `.venv/bin/python benchmarks/bench_memory.py [--frames 15000000]`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ import threading
 import time
 from pathlib import Path
 
-import can
+if "--without-asammdf" in sys.argv:  # as installed without the mf4 extra: python-can finds no asammdf
+    sys.modules["asammdf"] = None
+
+import can  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -120,19 +125,25 @@ def live_rss() -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2_400_000, help="frames in the replayed log (default 2.4M)")
+    parser.add_argument("--frames", type=int, default=15_000_000, help="frames in the replayed log (default 15M)")
     parser.add_argument("--case", choices=("replay", "live"), help="run one case in this process (JSON row out)")
+    parser.add_argument("--without-asammdf", action="store_true",
+                        help="hide asammdf from python-can, as an install without the mf4 extra")
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(replay_rss(args.frames) if args.case == "replay" else live_rss()))
+        row = replay_rss(args.frames) if args.case == "replay" else live_rss()
+        print(json.dumps([row[0], "without" if args.without_asammdf else "with", *row[1:]]))
         return 0
     rows = []
-    for case in ("replay", "live"):  # each in a fresh process, so one's memory is not counted in the other
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--frames", str(args.frames)],
-                             check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(out.splitlines()[-1]))
-        print("  " + ", ".join(rows[-1]), flush=True)
-    print(table(["run", "what", "RSS MB at start", "after warm-up", "at end", "peak", "growth"], rows))
+    for without in (True, False):
+        for case in ("replay", "live"):  # each in a fresh process, so one's memory is not counted in the other
+            out = subprocess.run([sys.executable, __file__, "--case", case, "--frames", str(args.frames),
+                                  *(["--without-asammdf"] if without else [])],
+                                 check=True, capture_output=True, text=True).stdout
+            rows.append(json.loads(out.splitlines()[-1]))
+            print("  " + ", ".join(rows[-1]), flush=True)
+    print(table(["run", "mf4 extra (asammdf)", "what", "RSS MB at start", "after warm-up", "at end", "peak",
+                 "growth"], rows))
     return 0
 
 

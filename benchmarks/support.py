@@ -24,6 +24,7 @@ from firmware_bridge.sim import load_cycle, write_log
 from firmware_bridge.sim.cycles import Cycle
 from firmware_bridge.sinks.outputs import Outputs
 from firmware_bridge.sources.frame_blocks import read_blocks
+from firmware_bridge.sources.live import BusHealth
 from firmware_bridge.sources.logs import LogProblems
 
 WORK_DIR = Path(tempfile.gettempdir()) / "firmware-bridge-bench"
@@ -57,8 +58,9 @@ def hour_drive_log() -> Path:
 
 
 def live_agent(state_dir: Path, flush_s: float | None = None) -> tuple[Pipeline, Outputs]:
-    """The daemon's pipeline and outputs (points -> SpoolWriter -> SQLite spool -> InfluxDB sender) with default
-    settings; the InfluxDB URL is a closed local port, so the sender backs off and points stay spooled."""
+    """The daemon's pipeline and outputs (bus health, points -> SpoolWriter -> SQLite spool -> InfluxDB sender)
+    with default settings; the InfluxDB URL is a closed local port, so the sender backs off and points stay
+    spooled."""
     config = load_config(None)
     config["influx"].update(url="http://127.0.0.1:9", api="v1", bucket="bench")
     config["spool"]["path"] = str(state_dir / "spool.db")
@@ -66,7 +68,10 @@ def live_agent(state_dir: Path, flush_s: float | None = None) -> tuple[Pipeline,
         config["spool"]["flush_s"] = flush_s
     config["output"]["console"] = False
     pipeline = Pipeline(PipelineOptions(vehicle=SIM_VEHICLE))
-    return pipeline, Outputs(pipeline, config, "kei")
+    outputs = Outputs(pipeline, config, "kei")
+    outputs.health.bus = BusHealth(None, "the benchmark's bus")  # as `run` has it
+    pipeline.block_listeners.append(outputs.health.bus.on_block)
+    return pipeline, outputs
 
 
 def repeated_drives_log(min_frames: int) -> tuple[Path, int]:

@@ -359,9 +359,10 @@ def _live(args, config, bus, clock, pipeline, source: str, until=None, loop=None
         print(f"firmware-bridge: writing {where}", file=sys.stderr)
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
-    bus_health = BusHealth(bus, source)  # every frame the interface delivers, before decoding
+    bus_health = BusHealth(bus, source)  # error frames and the controller's state, before decoding
+    pipeline.block_listeners.append(bus_health.on_block)
     outputs.health.bus = bus_health
-    listeners = [bus_health]
+    listeners = []
     poller = None
     view = LiveView(pipeline) if config["output"]["console"] else None
     if polling:

@@ -22,8 +22,8 @@ class AgentHealth:
                  sender=None) -> None:
         self.pipeline, self.vehicle_id, self.bitrate = pipeline, vehicle_id, bitrate or 500_000
         self.spool, self.spool_writer, self.sender = spool, spool_writer, sender
-        #: A live bus's :class:`~firmware_bridge.sources.live.BusHealth` (every frame the interface delivers);
-        #: without one (replay), frames/s and bus load come from the frames read.
+        #: A live bus's :class:`~firmware_bridge.sources.live.BusHealth` (error frames, controller state);
+        #: None in replay.
         self.bus = None
         self._last: tuple[float, int, int] | None = None  # (frame time, frames, bits)
 
@@ -39,9 +39,8 @@ class AgentHealth:
             "unknown_frames": float(counts.unknown),
             "malformed_frames": float(counts.malformed),
         }
-        frames, bits = counts.total, self.pipeline.bus_bits
+        frames, bits = counts.total, self.pipeline.bus_bits  # every frame read, error and unknown ones too
         if self.bus is not None:
-            frames, bits = self.bus.frames, self.bus.bits
             fields.update(bus_frames=float(frames), error_frames=float(self.bus.error_frames),
                           bus_off_count=float(self.bus.bus_off_count), bus_state=self.bus.state)
         if self._last is not None and t > self._last[0]:

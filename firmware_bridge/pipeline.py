@@ -6,11 +6,11 @@ way its frames arrive.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import can
-import numpy as np
 
 from firmware_bridge.analytics.settings import AnalyticsSettings
 from firmware_bridge.analytics.trip import Trip
@@ -30,10 +30,6 @@ class PipelineOptions:
     vehicle: str | None = None
     signal_map: str | None = None
     settings: AnalyticsSettings = field(default_factory=AnalyticsSettings)
-
-
-#: Bits on the wire besides the data, without stuffing: an 11-bit frame, a 29-bit one (for the bus load).
-OVERHEAD_BITS_11, OVERHEAD_BITS_29 = 47, 67
 
 
 #: Frames per block when messages are handed over one list at a time (live ticks, the simulator).
@@ -64,6 +60,8 @@ class Pipeline:
         self.due_listeners: list[Callable[[], float | None]] = []
         self.trip_listeners: list[Callable[[Trip], None]] = []
         self.frame_listeners: list[Callable[[DecodedFrame], None]] = []
+        #: Every frame read, as blocks, before decoding (a live bus's error frames, for its health).
+        self.block_listeners: list[Callable[[FrameBlock], None]] = []
         self.last_t: float | None = None  # newest frame time: the agent's clock for its own points
         self.gps_counts = GpsCounts()  # GPS fixes used and left out (NMEA logs, gpsd, a serial receiver)
         self.bus_bits = 0
@@ -81,25 +79,21 @@ class Pipeline:
         """A block of frames, in the order they were read."""
         if not len(block):
             return
+        for listener in self.block_listeners:
+            listener(block)
         decoded = self.decoder.decode(block, every_signal=bool(self.frame_listeners))
         if self.frame_listeners:
             for frame in decoded.frames():
                 for listener in self.frame_listeners:
                     listener(frame)
         self.last_t = float(block.t[-1])
-        overhead = np.where(block.extended, OVERHEAD_BITS_29, OVERHEAD_BITS_11)
-        self.bus_bits += int(overhead.sum() + 8 * block.length.sum())
+        self.bus_bits += block.wire_bits()
         self._analyse(self.state.accept_decoded(decoded))
 
     def feed_messages(self, messages: Iterable[can.Message]) -> None:
         """python-can messages (a live bus's, the simulator's), in blocks."""
-        chunk: list[can.Message] = []
-        for msg in messages:
-            chunk.append(msg)
-            if len(chunk) == MESSAGE_BLOCK_FRAMES:
-                self.feed_block(block_of_messages(chunk))
-                chunk = []
-        if chunk:
+        frames = iter(messages)
+        while chunk := list(itertools.islice(frames, MESSAGE_BLOCK_FRAMES)):
             self.feed_block(block_of_messages(chunk))
 
     def feed_frame(self, frame: DecodedFrame) -> None:

@@ -8,6 +8,7 @@ into :class:`Segment` objects -> analytics yield trip summaries and :class:`Poin
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from operator import attrgetter
 from typing import NamedTuple
 
 import can
@@ -137,6 +138,10 @@ class Segment:
         return answers
 
 
+#: Bits on the wire besides the data, without stuffing: an 11-bit frame, a 29-bit one (for the bus load).
+OVERHEAD_BITS_11, OVERHEAD_BITS_29 = 47, 67
+
+
 @dataclass
 class FrameBlock:
     """Consecutive frames of a log, in file order; ``data`` rows are zero-padded to the widest frame."""
@@ -151,6 +156,12 @@ class FrameBlock:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def wire_bits(self) -> int:
+        """Bits these frames took on the bus, stuffing aside (error frames are the controller's reports)."""
+        frames = ~self.error
+        overhead = np.where(self.extended[frames], OVERHEAD_BITS_29, OVERHEAD_BITS_11)
+        return int(overhead.sum() + 8 * self.length[frames].sum())
 
     def select(self, rows: np.ndarray) -> "FrameBlock":
         """The frames at ``rows`` (a mask or indices), in order."""
@@ -168,18 +179,25 @@ class FrameBlock:
 
 
 def block_of_messages(messages: list[can.Message]) -> FrameBlock:
-    """python-can records as one block (a live bus's frames, log formats without a block reader of their own)."""
-    width = max([8, *(len(m.data) for m in messages)])
-    data = np.zeros((len(messages), width), dtype=np.uint8)
-    for row, msg in enumerate(messages):
-        if msg.data:
-            data[row, :len(msg.data)] = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-    return FrameBlock(np.array([m.timestamp for m in messages], dtype=np.float64),
-                      np.array([m.arbitration_id for m in messages], dtype=np.uint32),
-                      np.array([m.is_extended_id for m in messages], dtype=bool),
-                      np.array([m.is_remote_frame for m in messages], dtype=bool),
-                      np.array([m.is_error_frame for m in messages], dtype=bool),
-                      np.array([len(m.data) for m in messages], dtype=np.int16), data)
+    """python-can records as one block (a live bus's frames, log formats without a block reader of their own).
+
+    Each column is gathered by one C-level pass (``map`` + ``np.fromiter``): a live bus at full load hands over
+    thousands of messages a second, and a Python loop per frame here would cost more than decoding them."""
+    count = len(messages)
+    payloads = [msg.data for msg in messages]
+    length = np.fromiter(map(len, payloads), dtype=np.int16, count=count)
+    width = max(8, int(length.max(initial=0)))
+    if length.min(initial=width) < width:
+        pad = bytes(width)
+        payloads = [payload + pad[len(payload):] for payload in payloads]
+    data = np.frombuffer(bytearray().join(payloads), dtype=np.uint8).reshape(count, width)
+
+    def column(name: str, dtype) -> np.ndarray:
+        return np.fromiter(map(attrgetter(name), messages), dtype=dtype, count=count)
+
+    return FrameBlock(column("timestamp", np.float64), column("arbitration_id", np.uint32),
+                      column("is_extended_id", bool), column("is_remote_frame", bool),
+                      column("is_error_frame", bool), length, data)
 
 
 def join_blocks(blocks: list[FrameBlock]) -> FrameBlock:

@@ -328,3 +328,26 @@ def test_a_log_of_frames_shorter_than_8_bytes(tmp_path):
     write_log(tmp_path / "short.log", frames)
     stats = assert_same([tmp_path / "short.log"])
     assert stats["frames"] == {"total": 5, "decoded": 0, "unknown": 0, "malformed": 5}
+
+
+def test_python_can_messages_as_a_block():
+    """A live bus's messages packed into a block: every kind of frame, each row what python-can gave."""
+    messages = [can.Message(timestamp=T0 + 0.001 * i, arbitration_id=0x100 + i, is_extended_id=i % 2 == 0,
+                            data=bytes(range(1, 1 + size)), is_fd=size > 8)
+                for i, size in enumerate((0, 3, 8, 12, 64, 8))]
+    messages += [can.Message(timestamp=T0 + 1.0, arbitration_id=0x7DF, is_extended_id=False, is_remote_frame=True,
+                             dlc=8),
+                 can.Message(timestamp=T0 + 1.5, arbitration_id=0x40, is_error_frame=True, data=bytes([0, 0x20]))]
+    block = block_of_messages(messages)
+    assert block.data.shape == (len(messages), 64) and block.data.flags.writeable
+    for row, msg in enumerate(messages):
+        assert block.t[row] == msg.timestamp and block.frame_id[row] == msg.arbitration_id
+        assert (block.extended[row], block.remote[row], block.error[row]) == (
+            msg.is_extended_id, msg.is_remote_frame, msg.is_error_frame)
+        assert block.length[row] == len(msg.data)
+        assert bytes(block.data[row]) == bytes(msg.data).ljust(64, b"\0")
+    short = block_of_messages(messages[:3])  # classic frames: at least 8 bytes wide, zero-padded
+    assert short.data.shape == (3, 8) and bytes(short.data[1]) == bytes([1, 2, 3, 0, 0, 0, 0, 0])
+    assert len(block_of_messages([])) == 0 and block_of_messages([]).data.shape == (0, 8)
+    # Bits on the wire: the error frame is the controller's report, not a frame on the bus.
+    assert block.wire_bits() == sum((67 if m.is_extended_id else 47) + 8 * len(m.data) for m in messages[:-1])

@@ -1,14 +1,17 @@
-"""The live loop: python-can's Notifier delivers frames to the pipeline (and to the OBD poller), and every frame
-the interface delivers is counted for the bus health figures before any decoding."""
+"""The live loop: python-can's Notifier delivers frames to the pipeline (and to the OBD poller); every tick the
+frames received meanwhile go to the pipeline as one block, where they are counted before any decoding."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 
 import can
+import numpy as np
 
-from firmware_bridge.pipeline import OVERHEAD_BITS_11, OVERHEAD_BITS_29, Pipeline
+from firmware_bridge.pipeline import Pipeline
+from firmware_bridge.records import FrameBlock
 
 log = logging.getLogger(__name__)
 
@@ -21,33 +24,28 @@ ACTIVE, WARNING, PASSIVE, BUS_OFF = "error_active", "error_warning", "error_pass
 _PYTHON_CAN_STATES = {can.BusState.ACTIVE: ACTIVE, can.BusState.PASSIVE: PASSIVE, can.BusState.ERROR: BUS_OFF}
 
 
-class BusHealth(can.Listener):
-    """Every frame the interface delivers (decodable or not): frames and bits for frames/s and bus load, error
-    frames, bus-off events and the controller state, from SocketCAN error frames and from python-can's
-    ``bus.state`` where the interface reports one. A bus-off is one journal WARNING."""
+class BusHealth:
+    """A live bus's error frames, bus-off events and controller state, from SocketCAN error frames (in the
+    blocks the pipeline reads: ``pipeline.block_listeners``) and from python-can's ``bus.state`` where the
+    interface reports one. A bus-off is one journal WARNING. Frames and bits are the pipeline's own counts."""
 
     def __init__(self, bus: can.BusABC | None = None, name: str = "the CAN bus") -> None:
         self.bus, self.name = bus, name
-        self.frames = self.bits = self.error_frames = self.bus_off_count = 0
+        self.error_frames = self.bus_off_count = 0
         self.state = ACTIVE
         self._reported = None  # the last state python-can's bus.state gave
 
-    def on_message_received(self, msg: can.Message) -> None:
-        self.frames += 1
-        if msg.is_error_frame:
-            self.error_frames += 1
-            self._error_frame(msg)
-        else:
-            self.bits += (OVERHEAD_BITS_29 if msg.is_extended_id else OVERHEAD_BITS_11) + 8 * len(msg.data)
+    def on_block(self, block: FrameBlock) -> None:
+        for row in np.flatnonzero(block.error):
+            self._error_frame(int(block.frame_id[row]), block.data[row, 1] if block.length[row] > 1 else None)
+            self.error_frames += 1  # after the state it gives: whoever sees the count sees the state too
 
-    def _error_frame(self, msg: can.Message) -> None:
-        error_class = msg.arbitration_id
+    def _error_frame(self, error_class: int, detail: int | None) -> None:
         if error_class & CAN_ERR_BUSOFF:
             self._set(BUS_OFF)
         elif error_class & CAN_ERR_RESTARTED:
             self._set(ACTIVE)
-        elif error_class & CAN_ERR_CRTL and len(msg.data) > 1:
-            detail = msg.data[1]
+        elif error_class & CAN_ERR_CRTL and detail is not None:
             if detail & CAN_ERR_CRTL_PASSIVE:
                 self._set(PASSIVE)
             elif detail & CAN_ERR_CRTL_WARNING:
@@ -76,26 +74,24 @@ class BusHealth(can.Listener):
                         "'ip link set can0 type can restart-ms 100')", self.name)
         self.state = state
 
-    def on_error(self, exc: Exception) -> None:
-        """The Notifier's error hook: counted by the pipeline feeder, nothing to add here."""
-
 
 class PipelineFeeder(can.Listener):
-    """Collects the frames python-can's Notifier receives; every tick hands them to the pipeline as one block."""
+    """Collects the frames python-can's Notifier receives; every tick hands them to the pipeline as one block.
+
+    A deque's ``append`` takes each frame (C code, atomic, no lock), so the Notifier's thread spends nothing of
+    its own per frame beyond python-can's receive."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._frames: list[can.Message] = []
+        self._frames: collections.deque[can.Message] = collections.deque()
+        self.on_message_received = self._frames.append  # the method below, without a Python call per frame
 
     def on_message_received(self, msg: can.Message) -> None:
-        with self._lock:
-            self._frames.append(msg)
+        self._frames.append(msg)
 
     def take(self) -> list[can.Message]:
         """The frames received since the last call, in order."""
-        with self._lock:
-            frames, self._frames = self._frames, []
-        return frames
+        popleft = self._frames.popleft
+        return [popleft() for _ in range(len(self._frames))]
 
     def on_error(self, exc: Exception) -> None:  # keep listening: a bus hiccup must not end the drive
         pass
