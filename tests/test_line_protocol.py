@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from firmware_bridge.records import Point
-from firmware_bridge.sinks.line_protocol import to_line
+from firmware_bridge.sinks import line_protocol
+from firmware_bridge.sinks.line_protocol import LineProtocolFile, to_line
 
 
 def test_escaping_types_and_time():
@@ -19,3 +20,18 @@ def test_same_series_many_points():
     lines = [to_line(Point("vehicle", 1775034000 + i, {"speed_kmh": float(i)}, {"vehicle": "kei"}))
              for i in range(3)]
     assert lines == [f"vehicle,vehicle=kei speed_kmh={float(i)} {(1775034000 + i) * 1000}" for i in range(3)]
+
+
+def test_a_live_file_reaches_the_disk_every_second(tmp_path, monkeypatch):
+    """`run --out` is read while the car drives (tail -f, a crash): points must not wait in a buffer for long."""
+    now = {"s": 100.0}
+    monkeypatch.setattr(line_protocol.time, "monotonic", lambda: now["s"])
+    path = tmp_path / "live.lp"
+    sink = LineProtocolFile(path)
+    point = Point("vehicle", 1775034000.0, {"speed_kmh": 1.0}, {"vehicle": "kei"})
+    sink.write(point)
+    assert path.read_text() == ""  # within the second: buffered, one write for many points in replay
+    now["s"] += line_protocol.FLUSH_S
+    sink.write(point)
+    assert path.read_text().count("\n") == 2
+    sink.close()

@@ -8,6 +8,7 @@ line-protocol form (InfluxDB refuses the whole line): such a field is left out, 
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -55,12 +56,17 @@ def to_line(point: Point) -> str | None:
     return f"{_series_key(point.measurement, tuple(point.tags.items()))} {fields} {round(point.t * 1000)}"
 
 
+#: A live run's file is flushed at most this long after a point, so `tail -f` (or a crash) sees every second.
+FLUSH_S = 1.0
+
+
 class LineProtocolFile:
     """Appends points to a text file, one line each (import with ``influx write`` or the HTTP API)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file = self.path.open("a", encoding="utf-8")
+        self._flushed_at = time.monotonic()
         self.points_written = 0
         self.non_finite_fields = 0
 
@@ -70,6 +76,10 @@ class LineProtocolFile:
         if line is not None:
             self._file.write(line + "\n")
             self.points_written += 1
+            now = time.monotonic()
+            if now - self._flushed_at >= FLUSH_S:
+                self._file.flush()
+                self._flushed_at = now
 
     def close(self) -> None:
         self._file.close()
