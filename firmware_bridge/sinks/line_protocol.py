@@ -56,7 +56,8 @@ def to_line(point: Point) -> str | None:
     return f"{_series_key(point.measurement, tuple(point.tags.items()))} {fields} {round(point.t * 1000)}"
 
 
-#: A live run's file is flushed at most this long after a point, so `tail -f` (or a crash) sees every second.
+#: The file is flushed by the first point written this long after the last flush: a live run, which makes
+#: points every second, is on disk within about two seconds (for `tail -f`, or after a crash).
 FLUSH_S = 1.0
 
 
