@@ -50,8 +50,7 @@ class SampleBlock:
     value: np.ndarray  # float64
     frame: np.ndarray  # int64, non-decreasing
     before: dict[str, tuple[float, float]]
-    _last: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
-    _frame_end: np.ndarray | None = field(default=None, repr=False)
+    _positions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -71,12 +70,14 @@ class SampleBlock:
     def _newest(self, quantity: str, at: np.ndarray) -> np.ndarray:
         """Position of the quantity's newest sample up to the end of each frame of ``at`` (-1: none yet)."""
         q = self.index(quantity)
-        if q not in self._last:
-            mine = self.qid == q
-            self._last[q] = np.maximum.accumulate(np.where(mine, np.arange(len(mine)), -1))
-        if self._frame_end is None:
-            self._frame_end = np.searchsorted(self.frame, self.frame, side="right") - 1
-        return self._last[q][self._frame_end[at]]
+        if q not in self._positions:
+            mine = np.flatnonzero(self.qid == q)
+            self._positions[q] = (mine, self.frame[mine])
+        mine, frames = self._positions[q]
+        if not len(mine):
+            return np.full(len(at), -1)
+        j = np.searchsorted(frames, self.frame[at], side="right") - 1  # frames never decrease
+        return np.where(j >= 0, mine[np.maximum(j, 0)], -1)
 
     def latest(self, quantity: str, at: np.ndarray, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
         """(value, present) of the quantity as the car last gave it at each sample ``at`` (``default`` where

@@ -90,15 +90,16 @@ class TripTracker:
         """Where the open trip's segment from lo ends: (end, closing). closing is (time the trip ends at, None
         for its last sample; parked) when the sample at ``end`` ends it: bus silence before it, engine off for
         engine_off_s, ignition off. None: the block ended, or a listener is due at the segment's last sample."""
-        settings, t, n = self.settings, samples.t, len(samples)
+        settings, t = self.settings, samples.t
+        due_at = _first(t[lo:] >= due) if due is not None else len(samples) - lo
+        n = min(lo + due_at + 1, len(samples))  # nothing past the due sample can end this segment
         # bus silence: a sample further than trip_gap_s after every sample before it
         newest_before = np.maximum.accumulate(np.concatenate(([self.trip.last_t], t[lo:n - 1])))
-        silence = _first(t[lo:] - newest_before > settings.trip_gap_s)
-        since = self._engine_off_times(samples, lo)
-        expired = _first(~np.isnan(since) & (t[lo:] - since >= settings.engine_off_s))
-        ignition_off = _first((samples.qid[lo:] == samples.index("ignition")) & (samples.value[lo:] <= 0))
+        silence = _first(t[lo:n] - newest_before > settings.trip_gap_s)
+        since = self._engine_off_times(samples, lo, n)
+        expired = _first(~np.isnan(since) & (t[lo:n] - since >= settings.engine_off_s))
+        ignition_off = _first((samples.qid[lo:n] == samples.index("ignition")) & (samples.value[lo:n] <= 0))
         first = min(silence, expired, ignition_off)
-        due_at = _first(t[lo:] >= due) if due is not None else n - lo
         if due_at < first:
             self._engine_off_since = _since_value(since[due_at])
             return lo + due_at + 1, None
@@ -111,10 +112,10 @@ class TripTracker:
             return lo + first, (float(since[first]), True)
         return lo + first, (float(t[lo + first]), True)
 
-    def _engine_off_times(self, samples: SampleBlock, lo: int) -> np.ndarray:
-        """Since when the engine has been off with the car standing, after each sample from lo (NaN: it is not),
-        re-evaluated at engine-rpm and speed samples."""
-        t, qid = samples.t[lo:], samples.qid[lo:]
+    def _engine_off_times(self, samples: SampleBlock, lo: int, hi: int) -> np.ndarray:
+        """Since when the engine has been off with the car standing, after each sample in [lo, hi) (NaN: it is
+        not), re-evaluated at engine-rpm and speed samples."""
+        t, qid = samples.t[lo:hi], samples.qid[lo:hi]
         inputs = np.flatnonzero(np.isin(qid, [samples.index(q) for q in ENGINE_OFF_INPUTS]))
         carried = np.nan if self._engine_off_since is None else self._engine_off_since
         if not len(inputs):
@@ -131,7 +132,9 @@ class TripTracker:
         starts = off & ~np.concatenate(([not np.isnan(carried)], off[:-1]))
         run_start = np.maximum.accumulate(np.where(starts, np.arange(len(off)), -1))
         since_at_inputs = np.where(off, np.where(run_start >= 0, t[inputs][np.maximum(run_start, 0)], carried), np.nan)
-        last_input = np.searchsorted(inputs, np.arange(len(t)), side="right") - 1
+        is_input = np.zeros(len(t), dtype=np.int64)
+        is_input[inputs] = 1
+        last_input = np.cumsum(is_input) - 1  # the newest input at or before each sample
         return np.where(last_input >= 0, since_at_inputs[np.maximum(last_input, 0)], carried)
 
     def _segment(self, samples: SampleBlock, lo: int, hi: int) -> Segment:

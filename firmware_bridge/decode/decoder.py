@@ -147,10 +147,10 @@ class Decoder:
         if not len(rows):
             return
         keys = block.frame_id[rows].astype(np.uint64) | (block.extended[rows].astype(np.uint64) << np.uint64(32))
-        unique, inverse = np.unique(keys, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
+        order = np.argsort(keys, kind="stable")  # by frame ID, each ID's rows in file order
+        starts = np.flatnonzero(np.diff(keys[order])) + 1
         groups: dict[str, tuple[MessageLayout, list[np.ndarray]]] = {}
-        for key, part in zip(unique.tolist(), np.split(order, np.flatnonzero(np.diff(inverse[order])) + 1)):
+        for key, part in zip(keys[order[np.concatenate(([0], starts))]].tolist(), np.split(order, starts)):
             key_rows = rows[part]
             message = self.message_for(key & 0xFFFFFFFF, bool(key >> 32))
             if message is None:

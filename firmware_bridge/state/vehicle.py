@@ -155,9 +155,10 @@ class VehicleState:
         n = len(t)
         width = self._last_seen.shape[1]
         # Every sample keyed by (source, position): a source's last sample before position i is a search away.
-        keys = (qid * width + rank) * n + np.arange(n)
-        order = np.argsort(keys)
-        sorted_keys = keys[order]
+        sources = qid * width + rank
+        order = np.argsort(sources.astype(np.uint16) if self._last_seen.size <= 1 << 16 else sources,
+                           kind="stable")  # few sources: a radix sort, positions kept in order
+        sorted_keys = sources[order] * n + order
         for better in range(int(rank.max())):
             mine = lower[rank[lower] > better]
             source = qid[mine] * width + better
@@ -169,11 +170,12 @@ class VehicleState:
 
     def _remember(self, t, qid, rank, value, accepted) -> None:
         """The last time each source spoke; each quantity's newest accepted value and its time."""
-        sources = qid * self._last_seen.shape[1] + rank
-        unique, first_from_end = np.unique(sources[::-1], return_index=True)
-        self._last_seen.flat[unique] = t[len(t) - 1 - first_from_end]
+        last = np.full(self._last_seen.size, -1)
+        np.maximum.at(last, qid * self._last_seen.shape[1] + rank, np.arange(len(t)))
+        spoke = np.flatnonzero(last >= 0)
+        self._last_seen.flat[spoke] = t[last[spoke]]
         newest = np.full(len(self.quantities), -1)
-        newest[qid[accepted]] = np.flatnonzero(accepted)
+        np.maximum.at(newest, qid[accepted], np.flatnonzero(accepted))
         for q in np.flatnonzero(newest >= 0).tolist():
             i = newest[q]
             self.values[self.quantities[q]] = float(value[i])
