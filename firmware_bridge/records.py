@@ -50,7 +50,8 @@ class SampleBlock:
     value: np.ndarray  # float64
     frame: np.ndarray  # int64, non-decreasing
     before: dict[str, tuple[float, float]]
-    _positions: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _positions: dict[int, np.ndarray] | None = field(default=None, repr=False)
+    _frames: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -62,21 +63,31 @@ class SampleBlock:
         except ValueError:
             return -1
 
+    def _mine(self, q: int) -> np.ndarray:
+        """Positions of quantity q's samples (every quantity's found in one pass over the block)."""
+        if self._positions is None:
+            counts = np.bincount(self.qid, minlength=len(self.quantities))
+            order = np.argsort(self.qid.astype(np.uint8) if len(self.quantities) < 256 else self.qid, kind="stable")
+            self._positions = {q: mine for q, mine in enumerate(np.split(order, np.cumsum(counts)[:-1])) if len(mine)}
+        return self._positions.get(q, _NO_POSITIONS)
+
     def of(self, quantity: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
         """Positions of the quantity's samples in [lo, hi)."""
-        hi = len(self) if hi is None else hi
-        return lo + np.flatnonzero(self.qid[lo:hi] == self.index(quantity))
+        mine = self._mine(self.index(quantity))
+        if not len(mine) or (lo <= mine[0] and (hi is None or mine[-1] < hi)):
+            return mine
+        start, stop = np.searchsorted(mine, (lo, len(self) if hi is None else hi)).tolist()
+        return mine[start:stop]
 
     def _newest(self, quantity: str, at: np.ndarray) -> np.ndarray:
         """Position of the quantity's newest sample up to the end of each frame of ``at`` (-1: none yet)."""
         q = self.index(quantity)
-        if q not in self._positions:
-            mine = np.flatnonzero(self.qid == q)
-            self._positions[q] = (mine, self.frame[mine])
-        mine, frames = self._positions[q]
+        mine = self._mine(q)
         if not len(mine):
             return np.full(len(at), -1)
-        j = np.searchsorted(frames, self.frame[at], side="right") - 1  # frames never decrease
+        if q not in self._frames:
+            self._frames[q] = self.frame[mine]
+        j = np.searchsorted(self._frames[q], self.frame[at], side="right") - 1  # frames never decrease
         return np.where(j >= 0, mine[np.maximum(j, 0)], -1)
 
     def latest(self, quantity: str, at: np.ndarray, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +104,9 @@ class SampleBlock:
         newest = self._newest(quantity, at)
         previous = self.before.get(quantity)
         return np.where(newest >= 0, self.t[np.maximum(newest, 0)], -np.inf if previous is None else previous[0])
+
+
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
 
 
 @dataclass
