@@ -14,6 +14,8 @@ from typing import NamedTuple
 import can
 import numpy as np
 
+from firmware_bridge.groups import group_rows
+
 
 class DecodedFrame(NamedTuple):
     """One frame decoded by a DBC message: physical values by signal name."""
@@ -66,9 +68,8 @@ class SampleBlock:
     def _mine(self, q: int) -> np.ndarray:
         """Positions of quantity q's samples (every quantity's found in one pass over the block)."""
         if self._positions is None:
-            counts = np.bincount(self.qid, minlength=len(self.quantities))
-            order = np.argsort(self.qid.astype(np.uint8) if len(self.quantities) < 256 else self.qid, kind="stable")
-            self._positions = {q: mine for q, mine in enumerate(np.split(order, np.cumsum(counts)[:-1])) if len(mine)}
+            small = self.qid.astype(np.uint8) if len(self.quantities) < 256 else self.qid  # a radix sort
+            self._positions = dict(group_rows(small))
         return self._positions.get(q, _NO_POSITIONS)
 
     def of(self, quantity: str, lo: int = 0, hi: int | None = None) -> np.ndarray:
@@ -171,6 +172,11 @@ class FrameBlock:
 
     def __len__(self) -> int:
         return len(self.t)
+
+    def id_keys(self) -> np.ndarray:
+        """Each frame's ID with its format: a standard and an extended frame of the same number are different
+        frames (``key & 0xFFFFFFFF`` is the ID, ``key >> 32`` the extended flag)."""
+        return self.frame_id.astype(np.uint64) | (self.extended.astype(np.uint64) << np.uint64(32))
 
     def wire_bits(self) -> int:
         """Bits these frames took on the bus, stuffing aside (error frames are the controller's reports)."""

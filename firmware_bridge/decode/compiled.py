@@ -15,6 +15,7 @@ import cantools
 import numpy as np
 
 from firmware_bridge.decode.layout import FrameBits, SignalLayout, Unsupported, compile_signal, network_bit
+from firmware_bridge.groups import group_rows
 
 #: (row indices into the decoded frames, signal names, one column of values per name)
 Fragment = tuple[np.ndarray, tuple[str, ...], list]
@@ -47,12 +48,8 @@ def _walk_many(node: NodeLayout, bits: FrameBits, rows: np.ndarray, known: np.nd
     if node.signals:
         fragments.append((rows, tuple(s.name for s in node.signals), [s.values(bits) for s in node.signals]))
     for mux, children in node.muxes:
-        ids = np.asarray(mux.values(bits), dtype=np.int64)
-        order = np.argsort(ids, kind="stable")  # stable: each child's frames stay in file order
-        sorted_ids = ids[order]
-        bounds = np.flatnonzero(np.diff(sorted_ids)) + 1
-        for part in np.split(order, bounds):
-            child = children.get(int(ids[part[0]]))
+        for mux_id, part in group_rows(np.asarray(mux.values(bits), dtype=np.int64)):  # each child's in file order
+            child = children.get(mux_id)
             if child is None:
                 known[rows[part]] = False
             else:

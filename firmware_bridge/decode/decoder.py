@@ -22,6 +22,7 @@ import numpy as np
 
 from firmware_bridge.decode.compiled import Fragment, MessageLayout, compile_message
 from firmware_bridge.decode.layout import Unsupported
+from firmware_bridge.groups import group_rows
 from firmware_bridge.obd import ids as obd_ids
 from firmware_bridge.obd import pids
 from firmware_bridge.obd.isotp import ObdAnswers
@@ -146,11 +147,8 @@ class Decoder:
         """The usual frames at ``rows``, grouped by message; unknown IDs counted, cantools' messages one by one."""
         if not len(rows):
             return
-        keys = block.frame_id[rows].astype(np.uint64) | (block.extended[rows].astype(np.uint64) << np.uint64(32))
-        order = np.argsort(keys, kind="stable")  # by frame ID, each ID's rows in file order
-        starts = np.flatnonzero(np.diff(keys[order])) + 1
         groups: dict[str, tuple[MessageLayout, list[np.ndarray]]] = {}
-        for key, part in zip(keys[order[np.concatenate(([0], starts))]].tolist(), np.split(order, starts)):
+        for key, part in group_rows(block.id_keys()[rows]):  # by frame ID, each ID's rows in file order
             key_rows = rows[part]
             message = self.message_for(key & 0xFFFFFFFF, bool(key >> 32))
             if message is None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from firmware_bridge.decode.dbc import bundled_dbc_path, load_database
 from firmware_bridge.decode.decoder import Decoder
+from firmware_bridge.groups import group_rows
 from firmware_bridge.obd import ids
 from firmware_bridge.obd.isotp import ObdAnswers
 from firmware_bridge.records import FrameBlock
@@ -189,13 +190,9 @@ class Evidence:
         """(stats, times, payloads, lengths) per broadcast frame ID in the block, new IDs registered."""
         if not len(block):
             return []
-        keys = block.frame_id.astype(np.uint64) | (block.extended.astype(np.uint64) << np.uint64(32))
-        unique, inverse = np.unique(keys, return_inverse=True)
-        order = np.argsort(inverse, kind="stable")
-        cuts = np.flatnonzero(np.diff(inverse[order])) + 1
         values = payloads(block)
         groups = []
-        for key, rows in zip(unique.tolist(), np.split(order, cuts)):
+        for key, rows in group_rows(block.id_keys()):
             id_key = (key & 0xFFFFFFFF, bool(key >> 32))
             stats = self.ids.get(id_key)
             if stats is None:
