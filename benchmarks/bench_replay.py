@@ -125,7 +125,7 @@ def main() -> int:
     parser.add_argument("--no-blf", action="store_true", help="skip the BLF rows (writing the BLF takes a while)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each path, naive and fast taking turns; the fastest counts (default 3: a "
-                             "shared VM's speed moves within seconds)")
+                             "shared VM's speed moves within minutes)")
     parser.add_argument("--real-copies", type=int, default=20,
                         help="copies of the real Civic recording (default 20: about 675k frames)")
     args = parser.parse_args()
