@@ -200,6 +200,10 @@ class Staging:
         self.source = self.base / "src"
         shutil.copytree(ROOT, self.source, ignore=shutil.ignore_patterns(
             ".git", ".venv", "venv", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache", ".env"))
+        # copytree keeps the checkout's modes: readable by the unprivileged user whatever they were (a clone
+        # in a `mktemp -d` folder is 0700)
+        for path in (self.source, *self.source.rglob("*")):
+            path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
         self.prefix = self.base / "prefix"
         self.home = self.base / "home"
         self.home.mkdir()
