@@ -54,16 +54,16 @@ class SampleBlock:
     before: dict[str, tuple[float, float]]
     _positions: dict[int, np.ndarray] | None = field(default=None, repr=False)
     _frames: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.t)
 
     def index(self, quantity: str) -> int:
         """The quantity's id (-1: no route gives it)."""
-        try:
-            return self.quantities.index(quantity)
-        except ValueError:
-            return -1
+        if not self._ids:
+            self._ids.update((name, q) for q, name in enumerate(self.quantities))
+        return self._ids.get(quantity, -1)
 
     def _mine(self, q: int) -> np.ndarray:
         """Positions of quantity q's samples (every quantity's found in one pass over the block)."""
@@ -80,12 +80,13 @@ class SampleBlock:
         start, stop = np.searchsorted(mine, (lo, len(self) if hi is None else hi)).tolist()
         return mine[start:stop]
 
-    def _newest(self, quantity: str, at: np.ndarray) -> np.ndarray:
-        """Position of the quantity's newest sample up to the end of each frame of ``at`` (-1: none yet)."""
+    def _newest(self, quantity: str, at: np.ndarray) -> np.ndarray | None:
+        """Position of the quantity's newest sample up to the end of each frame of ``at`` (-1: none yet); None:
+        the block has no sample of it."""
         q = self.index(quantity)
         mine = self._mine(q)
         if not len(mine):
-            return np.full(len(at), -1)
+            return None
         if q not in self._frames:
             self._frames[q] = self.frame[mine]
         j = np.searchsorted(self._frames[q], self.frame[at], side="right") - 1  # frames never decrease
@@ -94,17 +95,20 @@ class SampleBlock:
     def latest(self, quantity: str, at: np.ndarray, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:
         """(value, present) of the quantity as the car last gave it at each sample ``at`` (``default`` where
         it has given none yet)."""
-        newest = self._newest(quantity, at)
         previous = self.before.get(quantity)
         fallback = default if previous is None else previous[1]
-        present = (newest >= 0) | (previous is not None)
-        return np.where(newest >= 0, self.value[np.maximum(newest, 0)], fallback), present
+        if (newest := self._newest(quantity, at)) is None:
+            return np.full(len(at), fallback), np.full(len(at), previous is not None)
+        given = newest >= 0
+        return np.where(given, self.value[newest], fallback), given | (previous is not None)
 
     def latest_t(self, quantity: str, at: np.ndarray) -> np.ndarray:
         """Time of the quantity's newest value at each sample ``at`` (-inf: none yet)."""
-        newest = self._newest(quantity, at)
         previous = self.before.get(quantity)
-        return np.where(newest >= 0, self.t[np.maximum(newest, 0)], -np.inf if previous is None else previous[0])
+        fallback = -np.inf if previous is None else previous[0]
+        if (newest := self._newest(quantity, at)) is None:
+            return np.full(len(at), fallback)
+        return np.where(newest >= 0, self.t[newest], fallback)
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)

@@ -86,6 +86,7 @@ class PointEmitter:
         # quantity -> (time, value): a polled quantity may skip an interval; its last value stands in for it
         # until it is older than hold_s, so dashboards get one complete point per interval.
         self._latest: dict[str, tuple[float, float]] = {}
+        self._order: list[str] = []  # the quantities in _latest, in field order
         self.hold_s = hold_s
         self._next_trip_update: float | None = None
         pipeline.segment_listeners.append(self.on_segment)
@@ -105,17 +106,17 @@ class PointEmitter:
     def on_segment(self, segment: Segment) -> None:
         """The vehicle points of the intervals the segment's samples complete, each with the latest value of
         every quantity and the best fuel rate known at the interval's end; then a due trip rewrite."""
-        t, qid, value = segment.t, segment.qid, segment.value
+        t, value = segment.t, segment.value
         index = np.floor(t / self.interval_s).astype(np.int64)
         previous = np.concatenate(([index[0] if self._index is None else self._index], index[:-1]))
         changes = np.flatnonzero(index != previous)  # the samples that start a new interval
-        quantities = segment.samples.quantities
+        samples, lo, hi = segment.samples, segment.lo, segment.hi
         # Per vehicle quantity: (time, value) of its newest sample before each change (None: none in the
         # segment yet), and of its last one.
         newest = []
-        for q in np.flatnonzero(np.bincount(qid, minlength=len(quantities))).tolist():
-            if (quantity := quantities[q]) in VEHICLE_FIELDS:
-                mine = np.flatnonzero(qid == q)
+        for quantity in samples.quantities:
+            if quantity in VEHICLE_FIELDS and len(mine := samples.of(quantity, lo, hi)):
+                mine = mine - lo
                 before = mine[np.maximum(np.searchsorted(mine, changes) - 1, 0)]
                 held = zip(t[before].tolist(), value[before].tolist())
                 newest.append((quantity, [pair if mine[0] < i else None for pair, i in zip(held, changes.tolist())],
@@ -174,9 +175,10 @@ class PointEmitter:
             return False
         start = self._index * self.interval_s
         self._index = None
-        latest = self._latest
-        fields: dict[str, float | str] = {q: latest[q][1] for q in VEHICLE_FIELD_ORDER
-                                          if q in latest and start + self.interval_s - latest[q][0] <= self.hold_s}
+        latest, end, hold_s = self._latest, start + self.interval_s, self.hold_s
+        if len(self._order) != len(latest):  # a quantity seen for the first time
+            self._order = [q for q in VEHICLE_FIELD_ORDER if q in latest]
+        fields: dict[str, float | str] = {q: held[1] for q in self._order if end - (held := latest[q])[0] <= hold_s}
         if not fields:
             return False
         if "battery_a" in fields and "battery_v" in fields:  # an EV's pack: power out, kW (negative = regen)

@@ -133,13 +133,14 @@ class VehicleState:
         if not pieces:
             return _empty(self.quantities, before)
         key = np.concatenate([p[0] * _ROUTES + p[2] for p in pieces])
-        order = np.argsort(key, kind="stable")  # frame order, then the message's route order
-        t = np.concatenate([p[1] for p in pieces])[order]
-        qid = np.concatenate([np.full(len(p[0]), p[3]) for p in pieces])[order]
-        rank = np.concatenate([np.full(len(p[0]), p[4]) for p in pieces])[order]
-        value = np.concatenate([p[5] for p in pieces])[order]
+        piece = np.repeat(np.arange(len(pieces)), [len(p[0]) for p in pieces])  # each sample's piece
+        t, value = np.concatenate([p[1] for p in pieces]), np.concatenate([p[5] for p in pieces])
         finite = np.isfinite(value) & np.isfinite(t)  # a NaN from a float signal is no reading
-        t, qid, rank, value, key = t[finite], qid[finite], rank[finite], value[finite], key[order][finite]
+        if not finite.all():
+            key, piece, t, value = key[finite], piece[finite], t[finite], value[finite]
+        order = np.argsort(key, kind="stable")  # frame order, then the message's route order
+        key, t, value, piece = key[order], t[order], value[order], piece[order]
+        qid, rank = np.array([p[3] for p in pieces])[piece], np.array([p[4] for p in pieces])[piece]
         accepted = self._accepted(t, qid, rank)
         self._remember(t, qid, rank, value, accepted)
         return SampleBlock(self.quantities, t[accepted], qid[accepted], value[accepted],
