@@ -54,6 +54,7 @@ class SampleBlock:
     before: dict[str, tuple[float, float]]
     _positions: dict[int, np.ndarray] | None = field(default=None, repr=False)
     _frames: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    _at: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # the last ``at``, its frames
     _ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -89,7 +90,9 @@ class SampleBlock:
             return None
         if q not in self._frames:
             self._frames[q] = self.frame[mine]
-        j = np.searchsorted(self._frames[q], self.frame[at], side="right") - 1  # frames never decrease
+        if self._at is None or self._at[0] is not at:  # the analytics ask for several quantities at once
+            self._at = (at, self.frame[at])
+        j = np.searchsorted(self._frames[q], self._at[1], side="right") - 1  # frames never decrease
         return np.where(j >= 0, mine[np.maximum(j, 0)], -1)
 
     def latest(self, quantity: str, at: np.ndarray, default: float = np.nan) -> tuple[np.ndarray, np.ndarray]:

@@ -81,9 +81,9 @@ class TripTracker:
         """What may start a trip, from sample lo on: the engine running, the ignition on, the car moving; after
         a parked end nothing else, and never fuel alone."""
         q, v = samples.qid[lo:], samples.value[lo:]
-        rpm_or_ignition = np.isin(q, [samples.index("engine_rpm"), samples.index("ignition")])
+        rpm_or_ignition = _any_of(q, samples, ("engine_rpm", "ignition"))
         speed = q == samples.index("speed_kmh")
-        other = ~rpm_or_ignition & ~speed & ~np.isin(q, [samples.index(i) for i in FUEL_INPUTS])
+        other = ~rpm_or_ignition & ~speed & ~_any_of(q, samples, FUEL_INPUTS)
         return (rpm_or_ignition & (v > 0)) | (speed & (v >= STANDING_BELOW_KMH)) | (other & (not self._parked))
 
     def _boundary(self, samples: SampleBlock, lo: int, due: float | None):
@@ -116,7 +116,7 @@ class TripTracker:
         """Since when the engine has been off with the car standing, after each sample in [lo, hi) (NaN: it is
         not), re-evaluated at engine-rpm and speed samples."""
         t, qid = samples.t[lo:hi], samples.qid[lo:hi]
-        inputs = np.flatnonzero(np.isin(qid, [samples.index(q) for q in ENGINE_OFF_INPUTS]))
+        inputs = np.flatnonzero(_any_of(qid, samples, ENGINE_OFF_INPUTS))
         carried = np.nan if self._engine_off_since is None else self._engine_off_since
         if not len(inputs):
             return np.full(len(t), carried)
@@ -153,10 +153,10 @@ class TripTracker:
 
         ends = [trip.end]
         if len(at := samples.of("speed_kmh", lo, hi)):
-            fresh = at[samples.t[at] - samples.latest_t("lat", at) <= settings.max_gap_s]
+            fresh = samples.t[at] - samples.latest_t("lat", at) <= settings.max_gap_s
             lat, has_lat = samples.latest("lat", at)
             lon, has_lon = samples.latest("lon", at)
-            fix = np.isin(at, fresh) & has_lat & has_lon
+            fix = fresh & has_lat & has_lon
             trip.add_speeds(samples.t[at], samples.value[at], running(at), np.where(fix, lat, np.nan),
                             np.where(fix, lon, np.nan))
             ends.append(float(samples.t[at].max()))
@@ -219,6 +219,15 @@ class TripTracker:
         if self.trip is not None and now - self.trip.last_t > self.settings.trip_gap_s:
             return self._close(self.trip.last_t)
         return None
+
+
+def _any_of(qid: np.ndarray, samples: SampleBlock, quantities: tuple[str, ...]) -> np.ndarray:
+    """Which of these samples give one of the quantities (a comparison each: a few, where isin would sort)."""
+    first, *rest = (samples.index(q) for q in quantities)
+    mask = qid == first
+    for q in rest:
+        mask |= qid == q
+    return mask
 
 
 def _first(mask: np.ndarray) -> int:
