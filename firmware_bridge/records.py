@@ -52,19 +52,17 @@ class SampleBlock:
     value: np.ndarray  # float64
     frame: np.ndarray  # int64, non-decreasing
     before: dict[str, tuple[float, float]]
+    ids: dict[str, int] = field(repr=False)  # quantity -> its index in quantities (the vehicle state's own)
     _positions: dict[int, np.ndarray] | None = field(default=None, repr=False)
     _frames: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     _at: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # the last ``at``, its frames
-    _ids: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.t)
 
     def index(self, quantity: str) -> int:
         """The quantity's id (-1: no route gives it)."""
-        if not self._ids:
-            self._ids.update((name, q) for q, name in enumerate(self.quantities))
-        return self._ids.get(quantity, -1)
+        return self.ids.get(quantity, -1)
 
     def _mine(self, q: int) -> np.ndarray:
         """Positions of quantity q's samples (every quantity's found in one pass over the block)."""

@@ -131,7 +131,7 @@ class VehicleState:
                     pieces.append((keys, times, position, self._qid[quantity], rank, values))
         before = {q: (self.times[q], v) for q, v in self.values.items()}
         if not pieces:
-            return _empty(self.quantities, before)
+            return _empty(self.quantities, before, self._qid)
         key = np.concatenate([p[0] * _ROUTES + p[2] for p in pieces])
         piece = np.repeat(np.arange(len(pieces)), [len(p[0]) for p in pieces])  # each sample's piece
         t, value = np.concatenate([p[1] for p in pieces]), np.concatenate([p[5] for p in pieces])
@@ -144,7 +144,7 @@ class VehicleState:
         accepted = self._accepted(t, qid, rank)
         self._remember(t, qid, rank, value, accepted)
         return SampleBlock(self.quantities, t[accepted], qid[accepted], value[accepted],
-                           key[accepted] // _ROUTES, before)
+                           key[accepted] // _ROUTES, before, self._qid)
 
     def _accepted(self, t: np.ndarray, qid: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Rejected while a better source of the same quantity spoke less than stale_s before (earlier in the
@@ -188,6 +188,6 @@ class VehicleState:
 _PARTS, _ROUTES = 16, 64
 
 
-def _empty(quantities: tuple[str, ...], before: dict) -> SampleBlock:
+def _empty(quantities: tuple[str, ...], before: dict, ids: dict[str, int]) -> SampleBlock:
     nothing = np.zeros(0)
-    return SampleBlock(quantities, nothing, nothing.astype(np.int64), nothing, nothing.astype(np.int64), before)
+    return SampleBlock(quantities, nothing, nothing.astype(np.int64), nothing, nothing.astype(np.int64), before, ids)
